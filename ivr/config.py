@@ -1,0 +1,190 @@
+"""The server's own configuration file (``config/server.yaml``).
+
+Validated once at start-up with pydantic, so a typo is reported as ``file:line:column`` before any socket opens.
+Secrets never need to live in the file: any key can be overridden from the environment with
+``CONTACT_SERVER__SECTION__KEY=value`` (double underscores between levels), and the well-known secrets have
+short names (``CONTACT_SERVER_DATABASE_URL``, ``CONTACT_SERVER_ADMIN_TOKEN``, ``VOICEAUTH_KEY``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ivr.errors import ConfigError, ConfigProblem
+from ivr.yamlconf import SourceMap, load_yaml_file, validate
+
+ENV_PREFIX = "CONTACT_SERVER__"
+SHORT_ENV = {
+    "CONTACT_SERVER_DATABASE_URL": ("database", "url"),
+    "CONTACT_SERVER_ADMIN_TOKEN": ("web", "admin_token"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PeerConfig(_Strict):
+    """A known SIP peer (trunk, SBC, PBX): trusted for P-Asserted-Identity, with its own DTMF mode."""
+
+    name: str
+    address: str = Field(description="IP address or CIDR network the peer sends from")
+    trusted: bool = True
+    dtmf_mode: Literal["rfc4733", "info", "inband", "auto"] = "auto"
+
+    @field_validator("address")
+    @classmethod
+    def _network(cls, v: str) -> str:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address or CIDR network (e.g. 192.0.2.10 or 192.0.2.0/24)")
+        return v
+
+
+class LimitsConfig(_Strict):
+    max_message_size: int = Field(65535, ge=1024, le=1 << 20)
+    max_concurrent_calls: int = Field(2000, ge=1)
+    max_calls_per_second_per_source: float = Field(500.0, gt=0)
+
+
+class SipConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(5060, ge=0, le=65535)
+    advertised_host: str | None = None
+    transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
+    realm: str = "contact-server"
+    default_region: str = "IT"
+    dtmf_mode: Literal["rfc4733", "info", "inband", "auto"] = "auto"
+    peers: list[PeerConfig] = []
+    limits: LimitsConfig = LimitsConfig()
+    user_agent: str = "contact-server"
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if v.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{v!r} is not a region code phonenumbers knows: use two letters such as IT, GB, US")
+        return v.upper()
+
+
+class RtpConfig(_Strict):
+    host: str = "127.0.0.1"
+    advertised_host: str | None = None
+    port_min: int = Field(20000, ge=1024, le=65534)
+    port_max: int = Field(30000, ge=1025, le=65535)
+    codecs: list[Literal["PCMU", "PCMA"]] = ["PCMU", "PCMA"]
+    ptime: int = Field(20, ge=10, le=60)
+
+    @model_validator(mode="after")
+    def _range(self) -> "RtpConfig":
+        if self.port_max - self.port_min < 2:
+            raise ValueError("rtp.port_max must be at least port_min + 2 (each call leg needs an even port)")
+        return self
+
+
+class DatabaseConfig(_Strict):
+    url: str = "sqlite:///var/contact-server.db"
+
+
+class IvrSection(_Strict):
+    dir: str = "config/ivr"
+    prompts_cache: str = "var/prompts"
+    queues: str = "config/queues.yaml"
+    watch: bool = True
+
+
+class VoiceConfig(_Strict):
+    model: Literal["resemblyzer", "ecapa"] = "resemblyzer"
+    model_dir: str | None = None
+    key_file: str | None = None
+    workers: int = Field(1, ge=1, le=16)
+
+
+class WebConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    admin_token: str | None = None
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class ServerConfig(_Strict):
+    sip: SipConfig = SipConfig()
+    rtp: RtpConfig = RtpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    ivr: IvrSection = IvrSection()
+    voice: VoiceConfig = VoiceConfig()
+    web: WebConfig = WebConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths in the file are relative to the directory above ``config/``, i.e. the install root."""
+        p = Path(path)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def _parse_env_value(raw: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_env_overrides(data: dict, environ: dict[str, str]) -> list[str]:
+    """Overlay environment variables onto the parsed file; returns the dotted keys that were overridden."""
+    applied = []
+    items: list[tuple[tuple[str, ...], str]] = []
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX):
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__") if part)
+            if path:
+                items.append((path, value))
+        elif name in SHORT_ENV:
+            items.append((SHORT_ENV[name], value))
+    for path, value in items:
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value if path[-1] in ("url", "admin_token") else _parse_env_value(value)
+            applied.append(".".join(path))
+    return applied
+
+
+def load_server_config(path: str | Path, environ: dict[str, str] | None = None) -> ServerConfig:
+    """Load and validate server.yaml; raises ConfigError naming file, line and column."""
+    p = Path(path)
+    data, smap = load_yaml_file(p)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([smap.problem((), "the top level of server.yaml must be a mapping of sections "
+                                             "(sip, rtp, database, ivr, voice, web, logging)")])
+    apply_env_overrides(data, dict(os.environ if environ is None else environ))
+    cfg = validate(ServerConfig, data, smap)
+    root = p.resolve().parent
+    cfg.base_dir = root.parent if root.name == "config" else root
+    return cfg
+
+
+def default_config() -> ServerConfig:
+    return ServerConfig()
+
+
+__all__ = ["ServerConfig", "load_server_config", "ConfigError", "ConfigProblem", "SourceMap", "default_config"]
