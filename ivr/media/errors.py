@@ -37,3 +37,7 @@ class AudioFileError(MediaError):
 
 class SessionClosed(MediaError):
     """The media session was closed while an operation was waiting on it."""
+
+
+class DtmfError(MediaError):
+    """A DTMF signal (SIP INFO body, digit to send) is malformed; answer INFO with 400."""
