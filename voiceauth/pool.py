@@ -1,0 +1,192 @@
+"""Embedding off the event loop: worker threads, a bounded queue, batching of waiting requests.
+
+A torch forward pass releases the GIL, so threads give real parallelism without pickling audio
+to subprocesses; each worker owns its encoder and runs torch with one intra-op thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .channel import as_float32, resample
+from .encoders import SpeakerEncoder
+from .errors import EncoderLoadError, Overloaded, VoiceAuthError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EncoderPool"]
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Job:
+    audio: np.ndarray
+    rate: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+class EncoderPool:
+    """``await pool.embed(audio, rate)``; raises :class:`Overloaded` instead of queueing without bound."""
+
+    def __init__(self, encoder_factory: Callable[[], SpeakerEncoder], workers: int = 1, max_queue: int = 32,
+                 max_batch: int = 8, torch_threads: int = 1) -> None:
+        if workers < 1 or max_queue < 1 or max_batch < 1:
+            raise ValueError("workers, max_queue and max_batch must be >= 1")
+        self._factory = encoder_factory
+        self._workers = workers
+        self._max_batch = max_batch
+        self._torch_threads = torch_threads
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._threads: list[threading.Thread] = []
+        self._encoder: SpeakerEncoder | None = None
+        self._closed = False
+        self.batches_run = 0
+        self.largest_batch = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load one encoder per worker (in the worker thread) and wait until all are ready."""
+        if self._threads:
+            return
+        loop = asyncio.get_running_loop()
+        ready = [loop.create_future() for _ in range(self._workers)]
+        for i, fut in enumerate(ready):
+            t = threading.Thread(target=self._run, args=(loop, fut), name=f"voiceauth-embed-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        try:
+            encoders = await asyncio.gather(*ready)
+        except BaseException:
+            await self.close()
+            raise
+        self._encoder = encoders[0]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(_STOP)  # blocks only if full; workers are draining it
+        loop = asyncio.get_running_loop()
+        for t in self._threads:
+            await loop.run_in_executor(None, t.join)
+
+    async def __aenter__(self) -> "EncoderPool":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- model facts ----------------------------------------------------------------------
+    def _ready(self) -> SpeakerEncoder:
+        if self._encoder is None:
+            raise VoiceAuthError("EncoderPool not started: use 'async with EncoderPool(...)' or await start()")
+        return self._encoder
+
+    @property
+    def model_name(self) -> str:
+        return self._ready().name
+
+    @property
+    def dimension(self) -> int:
+        return self._ready().dimension
+
+    @property
+    def sample_rate(self) -> int:
+        return self._ready().sample_rate
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # -- work -----------------------------------------------------------------------------
+    async def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        """Embed mono audio at ``rate`` (resampled once in the worker)."""
+        self._ready()
+        if self._closed:
+            raise VoiceAuthError("EncoderPool is closed")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        job = _Job(as_float32(audio), int(rate), loop, fut)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded(f"embedding queue full ({self._queue.maxsize} waiting); "
+                             "take the IVR fallback branch or add workers") from None
+        return await fut
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future) -> None:
+        try:
+            if self._torch_threads:
+                import torch
+
+                torch.set_num_threads(self._torch_threads)
+            encoder = self._factory()
+        except BaseException as exc:  # surfaced by start()
+            err = exc if isinstance(exc, VoiceAuthError) else EncoderLoadError(f"encoder factory failed: {exc!r}")
+            loop.call_soon_threadsafe(_settle, ready, None, err)
+            return
+        loop.call_soon_threadsafe(_settle, ready, encoder, None)
+        while True:
+            job = self._queue.get()
+            if job is _STOP:
+                return
+            jobs = [job]
+            while len(jobs) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                jobs.append(nxt)
+            self._process(encoder, jobs)
+
+    def _process(self, encoder: SpeakerEncoder, jobs: list[_Job]) -> None:
+        live, audios = [], []
+        for j in jobs:
+            if j.future.cancelled():
+                continue
+            try:
+                audios.append(resample(j.audio, j.rate, encoder.sample_rate))
+                live.append(j)
+            except Exception as exc:
+                j.loop.call_soon_threadsafe(_settle, j.future, None, exc)
+        if not live:
+            return
+        self.batches_run += 1
+        self.largest_batch = max(self.largest_batch, len(live))
+        try:
+            embs = encoder.embed_batch(audios)
+        except Exception:
+            # one bad utterance must not fail its batch-mates: retry one by one
+            for j, a in zip(live, audios):
+                try:
+                    e = encoder.embed(a)
+                    j.loop.call_soon_threadsafe(_settle, j.future, e, None)
+                except Exception as exc:
+                    log.warning("embedding failed: %s", exc)
+                    j.loop.call_soon_threadsafe(_settle, j.future, None, exc)
+            return
+        for j, e in zip(live, embs):
+            j.loop.call_soon_threadsafe(_settle, j.future, e, None)
+
+
+def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)
