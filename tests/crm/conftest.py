@@ -56,3 +56,15 @@ def db(db_url: str) -> Iterator[Database]:
         yield database
     finally:
         database.close()
+
+
+@pytest.fixture
+async def fake_crm(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from .fake_crm import TOKEN, FakeCrm
+    monkeypatch.setenv("CRM_API_TOKEN", TOKEN)
+    crm = FakeCrm()
+    await crm.start()
+    try:
+        yield crm
+    finally:
+        await crm.stop()
