@@ -253,6 +253,8 @@ def _parse(data: bytes, max_size: int, max_headers: int) -> SipRequest | SipResp
     start_line = lines[0].removesuffix("\r")
     is_response = start_line[:4].upper() == "SIP/"
     drop = None if is_response else 400
+    if "\r" in start_line:
+        raise RemoteProtocolError("Bare CR in start line", drop)
 
     method: str | None = None
     uri: SipUri | None = None
@@ -337,6 +339,8 @@ def _parse_headers(lines: list[str], max_headers: int, drop: int | None) -> Head
     cur_value = ""
     for raw in lines[1:]:
         line = raw.removesuffix("\r")
+        if "\r" in line:
+            raise RemoteProtocolError("Bare CR in header", drop)
         if line[:1] in (" ", "\t"):
             if cur_name is None:
                 raise RemoteProtocolError("Continuation line before the first header", drop)
