@@ -75,11 +75,15 @@ def pending_count(session: Session) -> int:
 
 
 class OutboxDeliverer:
-    """Delivers the outbox to a sink; ``run()`` as a task for the life of the server, ``deliver_due()`` once."""
+    """Delivers the outbox to a sink; ``run()`` as a task for the life of the server, ``deliver_due()`` once.
+
+    A pass stops early after ``pause_after`` consecutive "CRM unavailable" failures: a dead CRM should not cost
+    one timeout per pending item.
+    """
 
     def __init__(self, db: Database, sink: OutboxSink, *, clock: Callable[[], datetime] = utcnow,
                  batch: int = 100, backoff: float = 1.0, backoff_max: float = 300.0,
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 1.0, pause_after: int = 3) -> None:
         self.db = db
         self.sink = sink
         self.clock = clock
@@ -87,6 +91,7 @@ class OutboxDeliverer:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
+        self.pause_after = pause_after
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -110,6 +115,7 @@ class OutboxDeliverer:
         items = await self.db.run(self._load)
         blocked: set[str] = set()
         delivered = 0
+        unavailable = 0
         for item in items:
             if item.ordering_key is not None and item.ordering_key in blocked:
                 continue
@@ -130,17 +136,21 @@ class OutboxDeliverer:
                 retry_at = self.clock() + timedelta(seconds=self.retry_delay(attempts))
                 await self.db.run(self._mark(item.id, attempts=attempts, next_attempt_at=retry_at,
                                              last_error=f"{type(exc).__name__}: {exc}"[:1000]))
-                if isinstance(exc, CrmUnavailableError):
-                    log.info("CRM unavailable, outbox delivery paused: %s", exc)
-                    break
-                log.warning("outbox item %d (%s) failed, retry in %.1f s: %s", item.id, item.kind,
-                            self.retry_delay(attempts), exc)
                 if item.ordering_key is not None:
                     blocked.add(item.ordering_key)
+                if isinstance(exc, CrmUnavailableError):
+                    unavailable += 1
+                    if unavailable >= self.pause_after:
+                        log.info("CRM unavailable, outbox delivery paused: %s", exc)
+                        break
+                    continue
+                log.warning("outbox item %d (%s) failed, retry in %.1f s: %s", item.id, item.kind,
+                            self.retry_delay(attempts), exc)
                 continue
             await self.db.run(self._mark(item.id, delivered_at=self.clock(), attempts=item.attempts + 1,
                                          last_error=None))
             delivered += 1
+            unavailable = 0
         return delivered
 
     def wake(self) -> None:
@@ -213,7 +223,14 @@ class CrmOutboxSink:
             if item.kind == TICKET_CLOSE:
                 await self.remote.close_ticket(ext_ticket, p["disposition"], p.get("notes"), idempotency_key=key)
             else:
-                await self.remote.update_ticket(ext_ticket, idempotency_key=key, **p["changes"])
+                changes = dict(p["changes"])
+                if changes.get("customer_id") is not None:
+                    _, changes["customer_id"] = await self.db.run(self._ids(None, int(changes["customer_id"])))
+                if changes.get("linked_ticket_id") is not None:
+                    # the linked ticket has its own ordering key; if its create is still owed, send no link
+                    changes["linked_ticket_id"], _ = await self.db.run(
+                        self._ids(int(changes["linked_ticket_id"]), None))
+                await self.remote.update_ticket(ext_ticket, idempotency_key=key, **changes)
         elif item.kind == INTERACTION:
             ext_ticket, customer = await self.db.run(self._ids(p.get("ticket_id"), p["customer_id"]))
             at = datetime.fromisoformat(p["at"]) if p.get("at") else None
