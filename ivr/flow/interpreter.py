@@ -14,6 +14,7 @@ clock, and trace timestamps go into call records.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,7 +203,7 @@ class FlowRun:
             if v.text:
                 text = fill_template(v.text, scope) if TEMPLATE_RE.search(v.text) else v.text
                 template = v.text if TEMPLATE_RE.search(v.text) else None
-            wav = str(self._flow.prompt_dir / v.wav) if v.wav else None
+            wav = os.path.normpath(self._flow.prompt_dir / v.wav) if v.wav else None
             refs.append(PromptRef(text=text, wav=wav, language=voice, template=template))
         return tuple(refs)
 

@@ -78,6 +78,16 @@ def _conditions(cond: Condition, path: tuple) -> Iterator[tuple[tuple, Condition
         yield from _conditions(cond.not_, path + ("not",))
 
 
+def _yaml_path(smap: SourceMap, path: tuple) -> tuple:
+    """Model path -> YAML path: a single prompt written without a list is the model's item 0."""
+    out: tuple = ()
+    for x in path:
+        if isinstance(x, int) and out + (x,) not in smap.positions and out in smap.positions:
+            continue
+        out += (x,)
+    return out
+
+
 # ---------------------------------------------------------------- schema errors
 
 def _schema_problems(exc: ValidationError, smap: SourceMap) -> list[ConfigProblem]:
@@ -194,7 +204,7 @@ class _Checker:
         self.settings_src: tuple[SourceMap, tuple] | None = None
 
     def err(self, smap: SourceMap, path: tuple, msg: str, severity: str = "error") -> None:
-        self.problems.append(smap.problem(path, msg, severity))
+        self.problems.append(smap.problem(_yaml_path(smap, path), msg, severity))
 
     def run(self) -> None:
         self._merge()

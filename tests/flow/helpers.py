@@ -13,7 +13,9 @@ from tests.conftest import REPO
 
 DEMO_DIR = REPO / "config" / "ivr"
 DEMO_QUEUES = ["retail_accounts", "cards", "cards_lost_stolen", "online_banking", "trading", "general",
-               "business_accounts", "business_cards", "business_general"]
+               "business_accounts", "business_cards", "business_online_banking", "english_desk"]
+DEMO_SKILLS = ["accounts", "cards", "fraud", "online_banking", "trading", "business", "general", "language_it",
+               "language_en"]
 ROME = ZoneInfo("Europe/Rome")
 AWAITING = (Play, CollectDigits, LookupCaller, VerifyPin, VerifyVoice, EnrollVoice)
 
@@ -27,7 +29,7 @@ SUNDAY_10 = rome(2026, 11, 22, 10, 0)
 
 
 def demo_config() -> IvrConfig:
-    return load_ivr_config(DEMO_DIR, DEMO_QUEUES)
+    return load_ivr_config(DEMO_DIR, DEMO_QUEUES, DEMO_SKILLS)
 
 
 def write_config(tmp_path: Path, text: str, name: str = "flow.yaml") -> Path:

@@ -299,3 +299,31 @@ def test_business_critical_segment_priority(cfg):
     voice(d, "accept")
     q = queued(d)
     assert (q.queue, q.priority) == ("business_accounts", 50)
+
+
+def test_english_caller_routing(cfg):
+    d = Driver(cfg)
+    to_main_menu(d, ANNA)
+    press(d, "0")
+    voice(d, "accept")
+    assert queued(d).queue == "english_desk"
+    d = Driver(cfg)
+    to_main_menu(d, ANNA)
+    press(d, "4")
+    voice(d, "accept")
+    q = queued(d)
+    assert (q.queue, q.skills, q.language) == ("trading", ("language_en",), "en")
+
+
+def test_lost_card_sets_routing_critical_flag(cfg):
+    d = Driver(cfg, dnis="800200", now=SUNDAY_10)
+    d.send(PlayFinished())
+    d.send(CallerLookedUp(MARIO))
+    d.send(PlayFinished())
+    d.send(PlayFinished())
+    press(d, "2")
+    d.send(PlayFinished())
+    press(d, "1")
+    voice(d, "reject", "reject")
+    q = queued(d)
+    assert (q.queue, q.priority, q.variables["critical"], q.verified) == ("cards_lost_stolen", 90, True, False)
