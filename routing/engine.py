@@ -474,7 +474,9 @@ class RoutingEngine:
                 est = max(est, asa)
             measured = st.avg_wait()
             if measured is not None and math.isfinite(est):
-                est = 0.5 * est + 0.5 * measured
+                # measured waits describe the recent past; a backlog in front of the caller outweighs them
+                w = 1.0 / pos
+                est = (1.0 - w) * est + w * measured
         return est
 
     def queue_snapshot(self, queue: str, *, now: float) -> QueueSnapshot:
@@ -709,7 +711,7 @@ class RoutingEngine:
         self.stats[call.queue].rona += 1
         agent.pending_pause = None
         self._transition(agent, S.NOT_READY, now, acts, reason=reason)
-        self._step_to_now(call, now)
+        self._step_to_now(call, now, acts)
         self._add_waiting(call)
         self.store.save_call(call)
         acts.append(CallRequeued(now, call.call_id, call.queue, agent.id, reason, self.position(call.call_id)))
@@ -718,11 +720,13 @@ class RoutingEngine:
             self._timers.schedule(now, TimerKind.MAX_WAIT, call.call_id, (call.epoch,))
         self._match_call(call, now, acts)
 
-    def _step_to_now(self, call: CallEntry, now: float) -> None:
+    def _step_to_now(self, call: CallEntry, now: float, acts: Actions) -> None:
+        """Apply steps whose time has come but whose timer has not been handled yet."""
         steps = self.config.queues[call.queue].steps
         waited = now - call.queue_entered_at
         while call.step < len(steps) and steps[call.step].after <= waited:
             call.step += 1
+            acts.append(RoutingStepApplied(now, call.call_id, call.queue, call.step))
 
     def _enter_queue(self, call: CallEntry, now: float, acts: Actions, announce: bool) -> None:
         """Put a call in line in ``call.queue`` (new, transferred or overflowed) with its timers."""
@@ -850,7 +854,7 @@ class RoutingEngine:
             self._max_wait(call, now, acts)
         elif kind is TimerKind.CALLBACK_RETRY:
             call.callback_not_before = 0.0
-            self._step_to_now(call, now)
+            self._step_to_now(call, now, acts)
             self._add_waiting(call)
             self._match_call(call, now, acts)
         else:
