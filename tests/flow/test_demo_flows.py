@@ -37,7 +37,7 @@ def voice(d: Driver, *decisions: str) -> None:
     for dec in decisions:
         assert isinstance(d.action, Play)                   # verification prompt (+ beep)
         d.send(PlayFinished())
-        assert isinstance(d.action, VerifyVoice) and d.action.customer_id == "C1"
+        assert isinstance(d.action, VerifyVoice) and d.action.customer_id == d.run.context.customer_id
         d.send(VoiceResult(dec, 0.5))
 
 
