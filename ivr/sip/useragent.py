@@ -484,6 +484,9 @@ class SipUserAgent:
             if obj is not None:
                 obj.stop()
                 self._touch(obj)
+        tx = call.reinvite_server_tx
+        if tx is not None and tx.state is TxState.PROCEEDING:
+            self._respond(tx, self._response(tx.request, 487, "Request Terminated", call.handle.local_tag), self._now)
 
     def _end(self, call: _Call, reason: EndReason, status: int | None = None) -> None:
         """Report the end once; internal cleanup may come later (a BYE or CANCEL in flight)."""

@@ -192,3 +192,31 @@ async def test_works_on_uvloop():
         return uvloop.run(scenario()) if hasattr(uvloop, "run") else asyncio.run(scenario())
 
     assert await asyncio.get_running_loop().run_in_executor(None, run) == [100, 200, 200]
+
+
+async def test_pyvoip_call_with_its_ack_quirks():
+    """pyVoIP ACKs with the INVITE's branch, a To tag of its own and one ACK per 200 it receives."""
+    pytest.importorskip("pyVoIP.VoIP")
+    from pyVoIP.SIP import SIPClient
+    from pyVoIP.VoIP import CallState, VoIPPhone
+
+    server, log = await answering_server()
+    loop = asyncio.get_running_loop()
+    original_register = SIPClient.register
+    SIPClient.register = lambda self: True  # it always REGISTERs first; no registrar here
+    low = random.randint(20000, 30000) // 2 * 2
+    phone = VoIPPhone("127.0.0.1", server.bound_port, "alice", "pw", myIP="127.0.0.1",
+                      sipPort=random.randint(41000, 50000), rtpPortLow=low, rtpPortHigh=low + 100)
+    try:
+        await loop.run_in_executor(None, phone.start)
+        call = await loop.run_in_executor(None, phone.call, "800")
+        await wait_for(lambda: call.state == CallState.ANSWERED, timeout=10)
+        await wait_for(lambda: any(isinstance(e, CallAcked) for e in log))
+        await loop.run_in_executor(None, call.hangup)
+        await wait_for(lambda: any(isinstance(e, CallEnded) for e in log))
+        assert [type(e) for e in log] == [IncomingCall, CallAcked, CallEnded]
+        assert log[-1].reason is EndReason.BYE_REMOTE
+    finally:
+        SIPClient.register = original_register
+        await loop.run_in_executor(None, phone.stop)
+        await server.stop()

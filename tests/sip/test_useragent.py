@@ -438,3 +438,38 @@ def test_commands_on_unknown_handle_raise_clear_error():
     ua.reject(handle, 480, now=0.0)
     with pytest.raises(CallStateError, match="unknown or finished"):
         ua.ring(handle)
+
+
+def test_pending_reinvite_is_closed_when_the_call_ends():
+    ua = make_ua()
+    handle, ok = answered_call(ua)
+    ua.receive(sip_request("INVITE", cseq=2, to_tag=ok.to.tag, body=SDP), PEER, "udp", 1.0)
+    sent(ua), events(ua)
+    ua.hangup(handle, now=2.0)
+    assert sorted(map(str, summary(sent(ua)))) == ["487", "BYE"]
+
+
+def test_mutated_messages_never_raise():
+    import random
+
+    rng = random.Random(1234)
+    ua = make_ua()
+    seeds = [sip_request("INVITE", body=SDP), sip_request("BYE", to_tag="x"), sip_request("OPTIONS"),
+             sip_request("ACK", to_tag="y"), sip_request("CANCEL")]
+    for i in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[pos] = rng.randrange(256)
+            elif op < 0.7:
+                del data[pos : pos + rng.randint(1, 20)]
+            else:
+                data[pos:pos] = rng.choice([b";", b"\r\n", b":", b"<", b" ", b"tag=", b"0"])
+        ua.receive(bytes(data), PEER, "udp", i * 0.01)
+        ua.pop_outgoing()
+        events(ua)
+        ua.handle_timer(i * 0.01)
+    assert ua.stats.internal_errors == 0
+    assert ua.stats.received == 3000
