@@ -922,15 +922,17 @@ class SipUserAgent:
 
         assert call.credentials is not None
         proxy = challenge.status == 407
-        value = challenge.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
-        if not value:
-            return False
         user, password = call.credentials
         old = call.invite
-        try:
-            authorization = digest_response(value, "INVITE", str(old.uri), user, password)
-        except SipError as exc:
-            log.info("cannot answer the digest challenge for %s: %s", call.handle, exc)
+        authorization = None
+        # One challenge per algorithm may be offered, strongest first: answer the first we can.
+        for value in challenge.headers.raw_values("Proxy-Authenticate" if proxy else "WWW-Authenticate"):
+            try:
+                authorization = digest_response(value, "INVITE", str(old.uri), user, password, body=old.body)
+                break
+            except (SipError, ValueError) as exc:
+                log.info("cannot answer the challenge %r for %s: %s", value[:60], call.handle, exc)
+        if authorization is None:
             return False
         call.auth_tried = True
         header = "Proxy-Authorization" if proxy else "Authorization"

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from ivr.sip.events import CallAcked, CallEnded, EndReason, IncomingCall
-from ivr.sip.message import SipResponse, parse_message
+from ivr.sip.message import parse_message
 from ivr.sip.transport import SipServer
 from ivr.sip.useragent import SipUserAgent, UaConfig
 
