@@ -94,10 +94,21 @@ def det_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Equal error rate (mean of FAR and FRR where they cross) and the threshold there."""
+    """Equal error rate, linearly interpolated where FRR crosses FAR, and the threshold there.
+
+    With few trials the curves are coarse steps; interpolating between the two operating points
+    around the crossing avoids reporting half a step as the EER.
+    """
     thr, far, frr = det_curve(scores, labels)
-    i = int(np.argmin(np.abs(far - frr)))
-    return float((far[i] + frr[i]) / 2.0), float(thr[i])
+    d = far - frr  # decreases with the threshold
+    j = int(np.nonzero(d <= 0)[0][0])
+    if j == 0 or d[j] == 0:
+        return float((far[j] + frr[j]) / 2.0), float(thr[j])
+    i = j - 1
+    s = d[i] / (d[i] - d[j])
+    e = far[i] + s * (far[j] - far[i])
+    t = thr[i] + s * (thr[j] - thr[i]) if np.isfinite(thr[j]) else thr[i]
+    return float(e), float(t)
 
 
 def threshold_at_far(scores: np.ndarray, labels: np.ndarray, target_far: float) -> tuple[float, float, float]:

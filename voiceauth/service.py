@@ -1,0 +1,105 @@
+"""Asyncio shell for the IVR: quality check, embedding in the pool, decisions in a worker thread.
+
+    service = VoiceAuthService(pool, store, VerifierPolicy.from_calibration("resemblyzer", "ulaw", 3))
+    result = await service.verify(customer_id, audio_8k, 8000, call_id=..., now=time.time())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .enrollment import EnrollmentPolicy, EnrollmentSession, TakeResult, audio_fingerprint
+from .errors import ConsentRequired, Overloaded, VoiceAuthError
+from .pool import EncoderPool
+from .quality import QualityPolicy, assess_quality
+from .store import SqlVoiceprintStore
+from .verification import Decision, VerificationResult, Verifier, VerifierPolicy
+from .voiceprint import Voiceprint
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VoiceAuthService"]
+
+
+@dataclass
+class VoiceAuthService:
+    pool: EncoderPool
+    store: SqlVoiceprintStore
+    policy: VerifierPolicy
+    enrollment_policy: EnrollmentPolicy = EnrollmentPolicy()
+    verify_quality: QualityPolicy = QualityPolicy()
+    actor: str = "ivr"
+
+    @property
+    def verifier(self) -> Verifier:
+        return Verifier(self.store, self.pool.model_name, self.policy, self.actor)
+
+    async def _io(self, fn, *args, **kw):
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kw))
+
+    # -- verification ---------------------------------------------------------------------
+    async def verify(self, customer_id: str, audio: np.ndarray, rate: int, *, call_id: str,
+                     now: float) -> VerificationResult:
+        verifier = self.verifier
+        pre = await self._io(verifier.precheck, customer_id, call_id, now)
+        if pre is not None:
+            return pre
+        report = assess_quality(audio, rate, self.verify_quality)
+        if not report.ok and report.net_speech_s < self.verify_quality.min_net_speech_s:
+            return await self._io(verifier.not_enough_speech, customer_id, call_id, report, now)
+        try:
+            emb = await self.pool.embed(audio, rate)
+        except Overloaded:
+            raise
+        except VoiceAuthError as exc:
+            return VerificationResult(Decision.ERROR, customer_id, call_id, self.pool.model_name,
+                                      threshold=self.policy.threshold, detail=str(exc))
+        return await self._io(verifier.decide, customer_id, call_id, emb, self.pool.model_name, now=now,
+                              audio_hash=audio_fingerprint(audio), report=report)
+
+    # -- enrollment -----------------------------------------------------------------------
+    async def start_enrollment(self, customer_id: str) -> EnrollmentSession:
+        if await self._io(self.store.active_consent, customer_id) is None:
+            raise ConsentRequired(f"customer {customer_id} has no recorded consent to voice authentication; "
+                                  "record it (store.record_consent) before enrolling")
+        return EnrollmentSession(customer_id, self.pool.model_name, self.enrollment_policy)
+
+    async def add_take(self, session: EnrollmentSession, audio: np.ndarray, rate: int) -> TakeResult:
+        report = session.assess(audio, rate)
+        if not report.ok:
+            return session.reject_take(report)
+        emb = await self.pool.embed(audio, rate)
+        label = await self._io(self.verifier.watchlist_hit, emb, self.pool.model_name)
+        if label is not None:
+            session.flag_watchlist(label)
+        return session.add_take(audio, rate, emb, report)
+
+    async def finish_enrollment(self, session: EnrollmentSession, *, actor: str, now: float) -> Voiceprint:
+        vp = session.voiceprint()
+
+        def save() -> None:
+            if self.store.active_consent(session.customer_id) is None:
+                raise ConsentRequired(f"consent of {session.customer_id} was withdrawn during enrollment")
+            for audio, rate, emb, fp in session.accepted_takes():
+                self.store.add_enrollment_take(session.customer_id, session.model, audio, rate, emb, fp, now)
+            self.store.save_voiceprint(vp, actor=actor, now=now)
+            if session.watchlist_hits:
+                self.store.audit(actor, "enrollment_flagged", session.customer_id, now,
+                                 flags=sorted(session.flags), watchlist=session.watchlist_hits)
+
+        await self._io(save)
+        return vp
+
+    async def enroll_recordings(self, customer_id: str, recordings: list[tuple[np.ndarray, int]], *, actor: str,
+                                now: float) -> tuple[Voiceprint, EnrollmentSession]:
+        """Upload path (admin API/CLI): every recording is a take; poor ones are skipped."""
+        session = await self.start_enrollment(customer_id)
+        for audio, rate in recordings:
+            if session.complete:
+                break
+            await self.add_take(session, audio, rate)
+        return await self.finish_enrollment(session, actor=actor, now=now), session
