@@ -72,7 +72,7 @@ def test_english_customer_hears_english(cfg):
     d = Driver(cfg)
     to_main_menu(d, ANNA)
     assert d.run.trace.prompts[1].text == "Hello Anna."
-    assert d.plays[-1].prompts[0].language == "en" and d.plays[-1].prompts[0].text.startswith("For accounts")
+    assert d.plays[-1].prompts[0].language == "en" and d.plays[-1].prompts[0].text.startswith("Accounts and transfers")
 
 
 @pytest.mark.parametrize("digits,queue,service", [
@@ -128,9 +128,9 @@ def test_business_hours(cfg, when, open_):
     voice(d, "accept")
     assert isinstance(d.action, Play)
     if open_:
-        assert d.texts()[0].startswith("La stiamo mettendo")
+        assert d.texts()[0].startswith("Resti in linea")
     else:
-        assert d.texts()[0].startswith("I nostri uffici sono chiusi")
+        assert d.texts()[0].startswith("Siamo chiusi")
         d.send(PlayFinished())
         assert d.last == [Hangup("closed"), Finished(IvrExit.HUNG_UP, "closed")]
         assert d.run.trace.exit == "hung_up"
@@ -140,10 +140,10 @@ def test_menu_timeout_invalid_repeat_and_retries_exhausted(cfg):
     d = Driver(cfg)
     to_main_menu(d)
     d.send(DigitsCollected("", "timeout"))
-    assert d.texts()[0] == "Non ho ricevuto nessuna scelta." and d.texts()[1].startswith("Per conti")
+    assert d.texts()[0] == "Non ho ricevuto nessuna scelta." and d.texts()[1].startswith("Conti e bonifici")
     d.send(PlayFinished())
     press(d, "9")                                            # repeat: no error counted, no error prompt
-    assert d.texts()[0].startswith("Per conti")
+    assert d.texts()[0].startswith("Conti e bonifici")
     d.send(PlayFinished())
     press(d, "7")
     assert d.texts()[0] == "Scelta non valida."
@@ -157,7 +157,7 @@ def test_menu_barge_in_skips_collect(cfg):
     d = Driver(cfg)
     to_main_menu(d)
     d.send(DigitsCollected("2", "max_digits"))
-    assert d.texts()[0].startswith("Per bloccare")
+    assert d.texts()[0].startswith("Carta persa")
     d.send(PlayFinished(interrupted_digit="1"))              # pressed during the cards prompt
     assert isinstance(d.action, Play) and d.run.current_node == "handoff.voice"
     assert [p.interrupted for p in d.run.trace.prompts if p.node == "cards_menu"] == [True]
@@ -176,7 +176,7 @@ def test_unknown_caller_pin_fallback(cfg):
     d = Driver(cfg)
     d.send(PlayFinished())
     d.send(CallerLookedUp(None))
-    assert d.texts()[0].startswith("Non riconosco")
+    assert d.texts()[0].startswith("Digiti il numero di conto")
     d.send(PlayFinished())
     assert d.action == CollectDigits(8, 6.0, 3.0, "#", False)
     d.send(DigitsCollected("12345678", "max_digits"))
@@ -193,7 +193,7 @@ def test_unknown_caller_pin_fallback(cfg):
 def test_withheld_number_goes_straight_to_pin(cfg):
     d = Driver(cfg, ani=None)
     d.send(PlayFinished())
-    assert d.texts()[0].startswith("Non riconosco")
+    assert d.texts()[0].startswith("Digiti il numero di conto")
     assert d.run.trace.results[0].result == "withheld"
 
 
