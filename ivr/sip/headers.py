@@ -158,6 +158,9 @@ def split_list(value: str) -> list[str]:
 
 def read_quoted(text: str, start: int) -> tuple[str, int]:
     """Read the quoted string opening at ``text[start]``; return (unescaped content, index after it)."""
+    end = text.find('"', start + 1)
+    if end >= 0 and "\\" not in text[start + 1 : end]:
+        return text[start + 1 : end], end + 1
     out: list[str] = []
     i = start + 1
     n = len(text)

@@ -365,11 +365,14 @@ def _parse_headers(lines: list[str], max_headers: int, drop: int | None) -> Head
 
 
 def _validate(headers: Headers, method: str | None, drop: int | None) -> None:
+    counts: dict[str, int] = {}
+    for key, _, _ in headers._items:
+        counts[key] = counts.get(key, 0) + 1
     for name in _MANDATORY:
-        if name not in headers:
+        if name.lower() not in counts:
             raise RemoteProtocolError(f"Missing {name} header", drop)
     for name in _SINGLE:
-        if len(headers.raw_values(name)) > 1:
+        if counts.get(name.lower(), 0) > 1:
             raise RemoteProtocolError(f"Multiple {name} headers", drop)
     vias = headers.get_all("Via")
     if not vias:
