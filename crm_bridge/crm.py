@@ -273,10 +273,10 @@ class SqlCrmAdapter:
         self.clock = clock
 
     async def lookup_by_phone(self, e164: str) -> Customer | None:
-        return await self.db.run(lambda s: lookup_by_phone_sync(s, e164))
+        return await self.db.read(lambda s: lookup_by_phone_sync(s, e164))
 
     async def get_customer(self, customer_id: Id) -> Customer | None:
-        return await self.db.run(lambda s: get_customer_sync(s, customer_id))
+        return await self.db.read(lambda s: get_customer_sync(s, customer_id))
 
     async def verify_pin(self, account_number: str, pin: str) -> PinCheck:
         now = self.clock()
@@ -302,13 +302,13 @@ class SqlCrmAdapter:
         return await self.db.run(lambda s: log_interaction_sync(s, interaction, now).id)
 
     async def open_tickets(self, customer_id: Id) -> list[TicketInfo]:
-        return await self.db.run(lambda s: open_tickets_sync(s, customer_id))
+        return await self.db.read(lambda s: open_tickets_sync(s, customer_id))
 
     async def recent_contacts(self, customer_id: Id, n: int = 5) -> list[ContactInfo]:
-        return await self.db.run(lambda s: recent_contacts_sync(s, customer_id, n))
+        return await self.db.read(lambda s: recent_contacts_sync(s, customer_id, n))
 
     async def find_open_ticket(self, customer_id: Id, service: str) -> TicketInfo | None:
         def q(s: Session) -> TicketInfo | None:
             row = find_open_ticket_sync(s, customer_id, service)
             return ticket_from_row(row) if row else None
-        return await self.db.run(q)
+        return await self.db.read(q)

@@ -41,6 +41,10 @@ def normalize_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's implicit BEGIN is deferred: two threads that read then write the same row lose an update (or
+    # fail with SQLITE_BUSY). We emit BEGIN IMMEDIATE ourselves (see _sqlite_begin), the SQLite equivalent of
+    # the row locks PostgreSQL takes with SELECT ... FOR UPDATE.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA foreign_keys=ON")
@@ -51,8 +55,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
-def make_engine(url: str = DEFAULT_URL, *, echo: bool = False) -> Engine:
-    """Create an engine with the settings this project relies on (foreign keys enforced, WAL on SQLite)."""
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str = DEFAULT_URL, *, echo: bool = False, immediate: bool = True) -> Engine:
+    """Create an engine with the settings this project relies on (foreign keys enforced, WAL on SQLite).
+
+    ``immediate=False`` gives SQLite read-only work deferred transactions, which in WAL mode never wait for a
+    writer."""
     url = normalize_url(url)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -68,20 +79,26 @@ def make_engine(url: str = DEFAULT_URL, *, echo: bool = False) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        if immediate:
+            event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
 class Database:
     """A sync engine driven from asyncio through a bounded thread pool."""
 
-    def __init__(self, engine: Engine, *, workers: int = 4) -> None:
+    def __init__(self, engine: Engine, *, workers: int = 4, read_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crm-db")
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_URL, *, workers: int = 4) -> Database:
-        return cls(make_engine(url), workers=workers)
+        engine = make_engine(url)
+        reader = make_engine(url, immediate=False) if engine.dialect.name == "sqlite" else None
+        return cls(engine, workers=workers, read_engine=reader)
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in one transaction: committed when it returns, rolled back when it raises."""
@@ -92,6 +109,20 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.run_sync, fn)
 
+    def read_sync(self, fn: Callable[[Session], T]) -> T:
+        """Run a read-only ``fn``; it is rolled back, never committed."""
+        with self._read_sessions() as session:
+            try:
+                return fn(session)
+            finally:
+                session.rollback()
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.read_sync, fn)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
