@@ -306,6 +306,36 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+class PromptPcmSource:
+    """What the call layer plays: ``await render_async(ref) -> int16 PCM at 8 kHz``, with the decoded samples of
+    recent prompts kept in memory (menus are played thousands of times a day). A prompt that cannot be produced
+    is logged and plays as nothing, so a missing file or TTS never drops the call; ``validate`` catches those
+    before going live."""
+
+    def __init__(self, renderer: PromptRenderer, max_cached: int = 512):
+        from collections import OrderedDict
+
+        self.renderer = renderer
+        self.max_cached = max_cached
+        self._pcm: "OrderedDict[Path, np.ndarray]" = OrderedDict()
+
+    async def render_async(self, prompt: PromptRef, variables: Mapping[str, Any] | None = None) -> np.ndarray:
+        try:
+            path = await self.renderer.render_async(prompt, variables)
+            pcm = self._pcm.get(path)
+            if pcm is None:
+                pcm = await asyncio.to_thread(load_pcm, path)
+                self._pcm[path] = pcm
+                if len(self._pcm) > self.max_cached:
+                    self._pcm.popitem(last=False)
+            else:
+                self._pcm.move_to_end(path)
+            return pcm
+        except PromptError as exc:
+            log.error("prompt not playable, skipped: %s", exc)
+            return np.zeros(0, dtype=np.int16)
+
+
 # ---------------------------------------------------------------- bundling
 
 def config_prompt_texts(config: Any) -> list[tuple[str, str]]:

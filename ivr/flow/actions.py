@@ -132,9 +132,12 @@ class PlayFinished:
 
 
 class CollectEnd(StrEnum):
-    MAX_DIGITS = "max_digits"
+    """Same values as ``ivr.media.collect.CollectReason``: pass ``result.reason.value`` straight through."""
+
+    MAX_DIGITS = "max"
     TERMINATOR = "terminator"    # the terminator itself is not in ``digits``
     TIMEOUT = "timeout"          # first-digit or inter-digit timeout; no input when ``digits`` is empty
+    CLOSED = "closed"            # media stopped (call ending): treated as no input
 
 
 @dataclass(frozen=True, slots=True)

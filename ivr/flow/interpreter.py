@@ -35,6 +35,7 @@ from ivr.flow.trace import IvrTrace, TraceDigits, TracePrompt, TraceResult, Trac
 log = logging.getLogger(__name__)
 
 MAX_HOPS_WITHOUT_WAIT = 200
+_NO_INPUT = (CollectEnd.TIMEOUT, CollectEnd.CLOSED)
 
 
 class FlowProtocolError(IvrError):
@@ -311,7 +312,7 @@ class FlowRun:
                 if errors > node.max_retries:
                     self._failure(node.on_failure, "max_retries")
                 else:
-                    ask(node.no_input_prompt if not digits and reason == CollectEnd.TIMEOUT
+                    ask(node.no_input_prompt if not digits and reason in _NO_INPUT
                         else node.invalid_prompt)
         ask([])
 
@@ -347,7 +348,7 @@ class FlowRun:
             if errors > node.max_retries:
                 self._failure(node.on_failure, "max_retries")
             else:
-                no_input = not digits and reason == CollectEnd.TIMEOUT
+                no_input = not digits and reason in _NO_INPUT
                 self._ask((node.no_input_prompt if no_input else node.invalid_prompt) + node.prompt, spec,
                           node.barge_in, got)
         self._ask(node.prompt, spec, node.barge_in, got)
@@ -408,12 +409,12 @@ class FlowRun:
 
         def got_account(digits: str, reason: str) -> None:
             if not digits_valid(digits, fb.account.min_length, fb.account.max_length, fb.account_validate):
-                failed(not digits and reason == CollectEnd.TIMEOUT)
+                failed(not digits and reason in _NO_INPUT)
                 return
 
             def got_pin(pin: str, reason2: str) -> None:
                 if not digits_valid(pin, fb.pin.min_length, fb.pin.max_length, Validation()):
-                    failed(not pin and reason2 == CollectEnd.TIMEOUT)
+                    failed(not pin and reason2 in _NO_INPUT)
                     return
 
                 def verified(ev: Event) -> None:

@@ -242,3 +242,14 @@ def test_fill_template():
     scope = {"customer": {"first_name": "Mario"}, "var": {}}
     assert fill_template("Buongiorno {customer.first_name}.", scope) == "Buongiorno Mario."
     assert fill_template("Buongiorno {customer.first_name}, ciao.", {}) == "Buongiorno, ciao."
+
+
+def test_media_reason_values_pass_straight_through(tmp_path):
+    """``ivr.media`` reports max/terminator/timeout/closed; closed (media stopped) counts as no input."""
+    d = Driver(cfg_with(tmp_path, COLLECT))
+    d.send(PlayFinished())
+    d.send(DigitsCollected("", "closed"))
+    assert d.texts() == ["Nessuna cifra.", "Numero della carta"]
+    d.send(PlayFinished())
+    d.send(DigitsCollected("4111111111111111", "max"))
+    assert d.run.trace.digits[-1].reason == "max" and d.last[0] == Hangup("ok")

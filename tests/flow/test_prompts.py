@@ -86,3 +86,14 @@ def test_wav_passthrough_and_resample(tmp_path):
     assert (rate, ch) == (8000, 1) and abs(frames - 8000) < 10
     with pytest.raises(PromptError, match="does not exist"):
         r.render(PromptRef(text=None, wav=str(tmp_path / "nope.wav"), language="it"))
+
+
+async def test_pcm_source_for_the_call_layer(tmp_path):
+    from ivr.prompts import PromptPcmSource
+
+    src = PromptPcmSource(PromptRenderer(tmp_path, espeak_binary=str(tmp_path / "none"), bundled_dirs=[BUNDLE]))
+    pcm = await src.render_async(PromptRef(text="Benvenuto in Banca Aurora.", wav=None, language="it"))
+    assert pcm.dtype == np.int16 and len(pcm) > 4000
+    assert (await src.render_async(PromptRef(text="Benvenuto in Banca Aurora.", wav=None, language="it"))) is pcm
+    silent = await src.render_async(PromptRef(text="Mai registrato.", wav=None, language="it"))
+    assert len(silent) == 0                                    # logged, the call goes on
