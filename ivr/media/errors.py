@@ -35,9 +35,5 @@ class AudioFileError(MediaError):
     """An audio file cannot be read or converted."""
 
 
-class SessionClosed(MediaError):
-    """The media session was closed while an operation was waiting on it."""
-
-
 class DtmfError(MediaError):
     """A DTMF signal (SIP INFO body, digit to send) is malformed; answer INFO with 400."""

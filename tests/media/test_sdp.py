@@ -28,7 +28,8 @@ def test_parse_and_roundtrip():
 
 
 def test_parse_lf_only_and_unknown_lines_preserved():
-    text = "v=0\no=- 1 1 IN IP4 1.2.3.4\ns=x\nb=AS:64\nt=0 0\nm=audio 5000/2 RTP/AVP 0\ni=info\nc=IN IP4 224.2.1.1/127\n"
+    text = ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=x\nb=AS:64\nt=0 0\n"
+            "m=audio 5000/2 RTP/AVP 0\ni=info\nc=IN IP4 224.2.1.1/127\n")
     sd = parse_sdp(text)
     assert sd.media[0].port == 5000 and sd.media[0].port_count == 2
     assert sd.media[0].connection.address == "224.2.1.1"
