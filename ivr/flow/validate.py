@@ -102,6 +102,13 @@ def _schema_problems(exc: ValidationError, smap: SourceMap) -> list[ConfigProble
             loc.append(x)
         loc_t = tuple(loc)
         msg = _describe({**err, "loc": loc_t}).replace("Value error, ", "")
+        if err.get("type") == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            msg = (f"{'.'.join(map(str, loc_t))}: unknown node kind {ctx.get('tag')!r}: use one of "
+                   f"{ctx.get('expected_tags')}")
+            loc_t = loc_t + ("kind",)
+        elif err.get("type") == "union_tag_not_found":
+            msg = f"{'.'.join(map(str, loc_t))}: node has no 'kind': add e.g. 'kind: say'"
         if err.get("type") == "extra_forbidden":
             line, col = smap.positions.get(loc_t + ("__key__",), smap.locate(loc_t))
             out.append(ConfigProblem(smap.file, line, col, msg))
@@ -404,6 +411,8 @@ class _Checker:
             seen.add(cur)
             stack.extend(self._targets(self.flows[cur[0]], cur[1]))
         for fd in self.flows.values():
+            if fd.flow.start not in fd.flow.nodes:
+                continue                                  # already an error; every node would look unreachable
             reached = [n for n in fd.flow.nodes if (fd.name, n) in seen]
             if not reached:
                 self.err(fd.smap, ("flows", fd.name, "__key__"),
