@@ -122,13 +122,22 @@ def _emb(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4").copy()
 
 
+def _engine(url: str) -> Engine:
+    """In-memory SQLite must be one shared connection, or worker threads each see an empty DB."""
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        from sqlalchemy.pool import StaticPool
+
+        return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    return create_engine(url)
+
+
 class SqlVoiceprintStore:
     """SQLAlchemy implementation; pass an Engine or URL (``sqlite://`` for tests) and a key ring."""
 
     PURPOSE = "voice_authentication"
 
     def __init__(self, engine: Engine | str, keyring: KeyRing, *, create: bool = True) -> None:
-        self.engine = create_engine(engine) if isinstance(engine, str) else engine
+        self.engine = _engine(engine) if isinstance(engine, str) else engine
         self.keyring = keyring
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
