@@ -20,8 +20,8 @@ from ivr.errors import ConfigError, ConfigProblem
 from ivr.flow.config import EntryDef, FlowDef, IvrConfig, number_forms
 from ivr.flow.context import TEMPLATE_RE, TEMPLATE_ROOTS
 from ivr.flow.model import (INPUT_KINDS, BranchNode, CollectNode, Condition, EnrollVoiceNode, GotoNode,
-                            HangupNode, IdentifyNode, IvrFile, LanguageMenuNode, MenuNode, Prompt, QueueNode,
-                            SayNode, SetNode, Settings, TransferNode, VerifyVoiceNode)
+                            IdentifyNode, IvrFile, LanguageMenuNode, MenuNode, Prompt, QueueNode,
+                            SayNode, SetNode, Settings, VerifyVoiceNode)
 from ivr.yamlconf import SourceMap, _describe, load_yaml_file
 
 log = logging.getLogger(__name__)
