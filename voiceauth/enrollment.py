@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from enum import Enum
-
 import numpy as np
 
 from .channel import pcm16_bytes
@@ -40,11 +38,6 @@ class TakeResult:
     reason: QualityIssue | None
     complete: bool
     exhausted: bool  # too many attempts: stop prompting
-
-
-class TakeState(str, Enum):
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
 
 
 @dataclass(slots=True)
