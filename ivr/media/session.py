@@ -522,7 +522,7 @@ class MediaSession:
         self._update_need_pcm()
 
     def _update_need_pcm(self) -> None:
-        self._need_pcm = (self._inband_on or self._recording is not None
+        self._need_pcm = ((self._inband_on and not self._relay) or self._recording is not None
                           or any(w for _, w in self._audio_listeners))
 
     # -- receive path ----------------------------------------------------------------------------------------------
@@ -600,7 +600,7 @@ class MediaSession:
         pcm = None
         if self._need_pcm:
             pcm = self._codec.decode_table[np.frombuffer(pkt.payload, np.uint8)]
-            if self._inband_on:
+            if self._inband_on and not self._relay:
                 for d in self._inband.feed(pcm):
                     self._dispatch_digit(d)
             if self._recording is not None:
@@ -791,10 +791,14 @@ class MediaSession:
         self._emit(self._pt, (pkt.timestamp + self._fwd_offset) & 0xFFFFFFFF, buf, 12 + n, None)
 
     def set_relay(self, relay: bool) -> None:
-        """While relaying (bridged), prompts and silence stop: the other leg's packets are the stream."""
+        """While relaying (bridged), prompts and silence stop: the other leg's packets are the stream. In-band
+        detection pauses too (the tones reach the other party in the relayed audio, and it is the costliest
+        part of the receive path); RFC 4733 and INFO digits are still reported."""
         self._relay = relay
         self._fwd_ssrc = None
         self._marker = True
+        self._inband.reset()
+        self._update_need_pcm()
 
     # -- IVR primitives ------------------------------------------------------------------------------------------
     def _require_started(self) -> None:
