@@ -269,3 +269,39 @@ async def test_bridge_relays_transcodes_dtmf_and_records(engine, tmp_path):
     await asyncio.sleep(0.1)
     await leg_c.play(sig)
     assert best_correlation(sig, await rec) > 0.99
+
+
+async def test_sipp_style_two_ssrcs_from_one_port(engine):
+    """SIPp sends audio and RFC 4733 from one port with different SSRCs (and PT 96, with filler on 97)."""
+    from ivr.media.dtmf import encode_event
+    from ivr.media.g711 import ulaw_encode
+
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    s = await engine.open_session(dtmf_mode=DtmfMode.AUTO)
+    s.start(NegotiatedMedia("127.0.0.1", peer.getsockname()[1], Codec.PCMU, 0, 96, 20, Direction.SENDRECV))
+    target = ("127.0.0.1", s.local_port)
+    audio = ulaw_encode(test_signal(2.0)[:160 * 80])
+    seq_a, seq_d = 100, 5000
+    events = [encode_event(d, 8000 * (i + 1)) for i, d in enumerate("1234")]
+    for n in range(80):
+        peer.sendto(bytes(RtpPacket(payload_type=0, sequence=seq_a + n, timestamp=160 * n, ssrc=0xAAAA,
+                                    payload=audio[160 * n : 160 * n + 160])), target)
+        if n < 20:
+            peer.sendto(bytes(RtpPacket(payload_type=97, sequence=seq_d, timestamp=0, ssrc=0xBBBB,
+                                        payload=b"\x00" * 4)), target)
+            seq_d += 1
+        elif (n - 20) // 12 < 4:
+            ev = events[(n - 20) // 12]
+            k = (n - 20) % 12
+            if k < len(ev):
+                peer.sendto(bytes(RtpPacket(payload_type=96, marker=ev[k].marker, sequence=seq_d,
+                                            timestamp=ev[k].timestamp, ssrc=0xBBBB, payload=ev[k].payload)), target)
+                seq_d += 1
+        if n % 10 == 9:
+            await asyncio.sleep(0.01)
+    res = await s.collect_digits(4, 5, 3)
+    peer.close()
+    assert res.digits == "1234"
+    assert s.stats.lost == 0 and s.stats.wrong_payload_type == 20
+    assert s.stats.audio_packets == 80
