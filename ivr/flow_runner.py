@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -51,23 +51,26 @@ class IvrServices(Protocol):
 class FlowCallApplication:
     """The production call application: answer, run the flow of the dialed line, hand off."""
 
-    def __init__(self, holder: ConfigHolder, prompts: PromptSource, services: IvrServices):
+    def __init__(self, holder: ConfigHolder, prompts: PromptSource, services: IvrServices,
+                 clock: Callable[[], float] = time.time):
+        """``clock`` is the wall clock the flow sees (opening hours, holidays); tests pass a fixed one."""
         self.holder = holder
         self.prompts = prompts
         self.services = services
+        self.clock = clock
 
     async def run(self, call: Call) -> None:
         await call.answer()
         ctx = CallContext(call_id=call.id, ani_e164=call.identity.ani_e164, ani_raw=call.identity.ani_raw,
                           dnis=call.dnis)
         call.variables["ivr_context"] = ctx
-        run = self.holder.new_run(ctx, time.time())
+        run = self.holder.new_run(ctx, self.clock())
         call.variables["ivr_run"] = run
         await self.services.call_started(call, ctx)
         outcome: A.Finished | None = None
         terminal: A.Action | None = None
         try:
-            actions = run.start(time.time())
+            actions = run.start(self.clock())
             while True:
                 event = None
                 for action in actions:
@@ -79,10 +82,10 @@ class FlowCallApplication:
                         event = await self._perform(call, action)
                 if event is None:
                     break
-                actions = run.handle(event, time.time())
+                actions = run.handle(event, self.clock())
         except CallerHungUp:
             if not run.finished:
-                run.handle(A.CallerHungUp(), time.time())
+                run.handle(A.CallerHungUp(), self.clock())
             outcome = run.outcome
         finally:
             trace: IvrTrace = run.trace

@@ -60,5 +60,5 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "asyncio", "numba", "matplotlib", "speechbrain", "urllib3"):
+    for noisy in ("aiohttp.access", "asyncio", "numba", "matplotlib", "speechbrain", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,298 @@
+"""``contact-server serve``: wires the packages into one asyncio process.
+
+This is the only place that knows every package. Start order follows dependencies (database, CRM, voice,
+routing, IVR configuration, media, SIP, web) and stop order is the reverse, with a graceful drain of calls in
+between: new calls get 503 while calls in progress finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ivr.calls import CallLimits, CallManager
+from ivr.config import ServerConfig, load_server_config
+from ivr.errors import ConfigError, IvrError
+from ivr.logs import setup_logging
+
+log = logging.getLogger("contact_server")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_PROMPTS = REPO_ROOT / "audio_fixtures" / "prompts"
+
+
+def database_url(cfg: ServerConfig) -> str:
+    """SQLite paths in the file are relative to the install root; make the folder so a fresh checkout works."""
+    url = cfg.database.url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = cfg.resolve(url[len(prefix):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
+def voice_keyring(cfg: ServerConfig):
+    """The voiceprint key: VOICEAUTH_KEY / VOICEAUTH_KEY_FILE, else the configured key file (created once,
+    mode 0600, on the demo's first start so the embedded default works out of the box)."""
+    from voiceauth.crypto import KeyRing, generate_key
+
+    if os.environ.get("VOICEAUTH_KEY") or os.environ.get("VOICEAUTH_KEY_FILE"):
+        return KeyRing.from_env()
+    if not cfg.voice.key_file:
+        return KeyRing.from_env()  # raises with the message that says what to set
+    path = cfg.resolve(cfg.voice.key_file)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_key() + "\n")
+        log.warning("created a new voiceprint encryption key in %s: back it up, voiceprints cannot be read "
+                    "without it", path)
+    return KeyRing.from_file(path)
+
+
+def known_queue_names(queues_path: Path) -> tuple[set[str] | None, set[str] | None]:
+    from routing.config import load_routing_config
+
+    rc = load_routing_config(queues_path)
+    return set(rc.queues), set(rc.skills)
+
+
+@dataclass
+class Server:
+    """Everything ``serve`` started, so tests and the shutdown path can reach it."""
+
+    cfg: ServerConfig
+    sip: Any = None
+    manager: CallManager | None = None
+    media: Any = None
+    db: Any = None
+    web_runner: Any = None
+    holder: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+
+async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time.time) -> Server:
+    from crm_bridge.crm import SqlCrmAdapter
+    from crm_bridge.db import Database
+    from crm_bridge.migrate import upgrade_database
+    from crm_bridge.recorder import CallRecorder
+    from ivr.flow.holder import ConfigHolder
+    from ivr.flow.validate import load_ivr_config
+    from ivr.flow_runner import FlowCallApplication
+    from ivr.media.dtmf import DtmfMode
+    from ivr.media.session import MediaEngine
+    from ivr.prompts import PromptPcmSource, PromptRenderer
+    from ivr.services import ContactCentreServices
+    from ivr.sip.transport import SipServer
+    from ivr.sip.useragent import SipUserAgent, UaConfig
+
+    server = Server(cfg)
+    loop = asyncio.get_running_loop()
+
+    url = database_url(cfg)
+    await loop.run_in_executor(None, upgrade_database, url)
+    db = Database.from_url(url)
+    server.db = db
+    if seed_demo:
+        from crm_bridge.seed import seed_demo as seed
+
+        result = await db.run(lambda s: seed(s))
+        log.info("demo data loaded: %s", result)
+    recorder = CallRecorder(db)
+    closed = await recorder.close_stale_calls()
+    if closed:
+        log.warning("closed %d call records left active by the previous run", closed)
+    crm = SqlCrmAdapter(db)
+
+    queues_path = cfg.resolve(cfg.ivr.queues)
+    queues, skills = known_queue_names(queues_path)
+    ivr_dir = cfg.resolve(cfg.ivr.dir)
+    ivr_config = load_ivr_config(ivr_dir, queues, skills)
+    holder = ConfigHolder(ivr_config, known_queues=lambda: known_queue_names(queues_path)[0],
+                          known_skills=lambda: known_queue_names(queues_path)[1])
+    server.holder = holder
+    renderer = PromptRenderer(cfg.resolve(cfg.ivr.prompts_cache), bundled_dirs=[BUNDLED_PROMPTS])
+    prompts = PromptPcmSource(renderer)
+
+    voice = await _build_voice(cfg, url)
+    server.extras["voice"] = voice
+    server.extras["recorder"] = recorder
+    server.extras["crm"] = crm
+
+    services = ContactCentreServices(crm=crm, recorder=recorder, voice=voice)
+    app = FlowCallApplication(holder, prompts, services, clock=clock)
+
+    rtp_host = cfg.rtp.advertised_host or cfg.rtp.host
+    media = MediaEngine(cfg.rtp.host, cfg.rtp.port_min, cfg.rtp.port_max, dtmf_mode=DtmfMode(cfg.sip.dtmf_mode))
+    server.media = media
+    ua = SipUserAgent(UaConfig(host=cfg.sip.advertised_host or cfg.sip.host, port=cfg.sip.port,
+                               user_agent=cfg.sip.user_agent, max_message_size=cfg.sip.limits.max_message_size))
+    holder_ref: dict[str, CallManager] = {}
+
+    async def on_event(ev):
+        holder_ref["m"].handle_event(ev)
+
+    sip = SipServer(ua, cfg.sip.host, cfg.sip.port, on_event=on_event, udp="udp" in cfg.sip.transports,
+                    tcp="tcp" in cfg.sip.transports)
+    peers = {p.address: p for p in cfg.sip.peers}
+
+    def dtmf_mode_for(source_ip: str):
+        import ipaddress
+
+        for p in cfg.sip.peers:
+            if ipaddress.ip_address(source_ip) in ipaddress.ip_network(p.address, strict=False):
+                return DtmfMode(p.dtmf_mode)
+        return None
+
+    def call_ended(call) -> None:
+        loop.create_task(services.call_ended(call))
+
+    manager = CallManager(sip, media, app, local_ip=rtp_host,
+                          trusted_peers=[p.address for p in peers.values() if p.trusted],
+                          default_region=cfg.sip.default_region, codecs=tuple(cfg.rtp.codecs), ptime=cfg.rtp.ptime,
+                          dtmf_mode_for=dtmf_mode_for,
+                          limits=CallLimits(cfg.sip.limits.max_concurrent_calls,
+                                            cfg.sip.limits.max_calls_per_second_per_source),
+                          on_call_ended=call_ended)
+    holder_ref["m"] = manager
+    server.manager = manager
+    server.sip = sip
+    await sip.start()
+    return server
+
+
+async def _build_voice(cfg: ServerConfig, url: str):
+    """The voice service, or None (with an error logged) when the model or key cannot be loaded: callers
+    then take the IVR's fallback branch instead of the server refusing every call."""
+    try:
+        from voiceauth.encoders import create_encoder
+        from voiceauth.pool import EncoderPool
+        from voiceauth.service import VoiceAuthService
+        from voiceauth.store import SqlVoiceprintStore
+        from voiceauth.verification import VerifierPolicy
+
+        keyring = voice_keyring(cfg)
+        kwargs = {"model_dir": cfg.voice.model_dir} if cfg.voice.model == "ecapa" else {}
+        pool = EncoderPool(lambda: create_encoder(cfg.voice.model, **kwargs), workers=cfg.voice.workers)
+        await pool.start()
+        store = SqlVoiceprintStore(url, keyring)
+        policy = VerifierPolicy.from_calibration(cfg.voice.model, "ulaw", 3)
+        return VoiceAuthService(pool, store, policy)
+    except Exception as exc:
+        log.error("voice verification is OFF: %s", exc)
+        return None
+
+
+async def serve(cfg: ServerConfig, *, seed_demo: bool = False) -> int:
+    server = await build_server(cfg, seed_demo=seed_demo)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, server.request_stop)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server))
+    watcher = loop.create_task(_watch_config(server)) if cfg.ivr.watch else None
+    port = server.sip.bound_port
+    host = cfg.sip.advertised_host or cfg.sip.host
+    print(f"contact-server ready: call sip:800100@{host}:{port} (retail line) or sip:800200@{host}:{port} "
+          f"(business line); Ctrl-C stops", flush=True)
+    await server._stopped.wait()
+    log.info("stopping: new calls get 503, calls in progress have 10 s to finish")
+    if watcher:
+        watcher.cancel()
+    await server.manager.shutdown(grace=10.0)
+    await server.sip.stop()
+    await server.media.close()
+    voice = server.extras.get("voice")
+    if voice is not None:
+        await voice.pool.close()
+    server.db.close()
+    return 0
+
+
+def _reload(server: Server) -> tuple[bool, list]:
+    ok, problems = server.holder.reload()
+    if ok:
+        log.info("IVR configuration reloaded: version %s", server.holder.current.version)
+    return ok, problems
+
+
+def _config_mtimes(server: Server) -> dict[str, float]:
+    out = {}
+    root = server.cfg.resolve(server.cfg.ivr.dir)
+    for p in sorted(root.glob("*.y*ml")):
+        with contextlib.suppress(OSError):
+            out[str(p)] = p.stat().st_mtime
+    q = server.cfg.resolve(server.cfg.ivr.queues)
+    with contextlib.suppress(OSError):
+        out[str(q)] = q.stat().st_mtime
+    return out
+
+
+async def _watch_config(server: Server, interval: float = 2.0) -> None:
+    """Hot reload on file change: stat() a handful of files every 2 s costs nothing and needs no inotify."""
+    seen = _config_mtimes(server)
+    while True:
+        await asyncio.sleep(interval)
+        now = _config_mtimes(server)
+        if now != seen:
+            seen = now
+            await asyncio.get_running_loop().run_in_executor(None, _reload, server)
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+def run_server(config_path: str, *, seed_demo: bool = False) -> int:
+    try:
+        cfg = load_server_config(config_path)
+    except ConfigError as exc:
+        print(f"configuration error, the server did not start:\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    _install_uvloop()
+    try:
+        return asyncio.run(serve(cfg, seed_demo=seed_demo))
+    except ConfigError as exc:
+        print(f"configuration error, the server did not start:\n{exc}", file=sys.stderr)
+        return 2
+    except (IvrError, OSError) as exc:
+        print(f"the server could not start: {exc}", file=sys.stderr)
+        return 1
+
+
+def database_main(args) -> int:
+    cfg = load_server_config(args.config)
+    url = database_url(cfg)
+    from crm_bridge.migrate import upgrade_database
+
+    upgrade_database(url)
+    if args.db_cmd == "seed-demo":
+        from crm_bridge.db import Database
+        from crm_bridge.seed import seed_demo
+
+        db = Database.from_url(url)
+        print(db.run_sync(lambda s: seed_demo(s)))
+        db.close()
+    print(f"database ready: {url}")
+    return 0

@@ -1,0 +1,200 @@
+"""The contact centre's services as the IVR sees them: CRM look-ups, PIN, voice, call records, hand-offs.
+
+Every method degrades instead of raising: a CRM that is down makes the caller unknown (and the pop says so), a
+voice model that fails gives the ``error`` branch, a database hiccup loses a log line but never the call. The
+call record is written step by step as the call progresses, so a crash loses nothing already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from ivr.calls import Call, CallerHungUp
+from ivr.flow import actions as A
+from ivr.flow.context import CallContext
+from ivr.flow.trace import IvrTrace
+
+log = logging.getLogger(__name__)
+
+CRM_TIMEOUT = 2.0
+
+
+class QueueHandoff(Protocol):
+    """Routing's side of the hand-off: keeps the caller in line until an agent answers or the caller leaves."""
+
+    async def queue(self, call: Call, action: A.Queue, ctx: CallContext, trace: IvrTrace) -> None: ...
+
+
+class Transferrer(Protocol):
+    async def transfer(self, call: Call, uri: str) -> None: ...
+
+
+def customer_dict(customer: Any) -> dict[str, Any] | None:
+    """The CRM's customer object as the flow and the pop want it (plain dict, string id)."""
+    if customer is None:
+        return None
+    get = customer.get if isinstance(customer, dict) else (lambda k, d=None: getattr(customer, k, d))
+    out = {
+        "id": str(get("id")),
+        "name": get("name") or " ".join(x for x in (get("first_name"), get("last_name")) if x),
+        "first_name": get("first_name"),
+        "segment": getattr(get("segment"), "value", get("segment")),
+        "language": get("language"),
+    }
+    if get("stale"):
+        out["stale"] = True
+    return out
+
+
+_DECISIONS = {"ACCEPT": "accept", "REJECT": "reject", "NOT_ENOUGH_SPEECH": "not_enough_speech",
+              "NOT_ENROLLED": "not_enrolled", "LOCKED_OUT": "locked_out", "ERROR": "error"}
+
+
+@dataclass
+class VoiceSettings:
+    record_max_seconds: float = 8.0
+    silence_end_seconds: float = 1.0
+    start_timeout: float = 5.0
+
+
+@dataclass
+class ContactCentreServices:
+    """Implements ``ivr.flow_runner.IvrServices`` over the CRM adapter, the call recorder and voiceauth."""
+
+    crm: Any
+    recorder: Any | None = None
+    voice: Any | None = None
+    queue_handoff: QueueHandoff | None = None
+    transferrer: Transferrer | None = None
+    voice_settings: VoiceSettings = field(default_factory=VoiceSettings)
+    on_voice_result: Callable[[Call, A.VoiceResult], Awaitable[None]] | None = None
+
+    async def _record_step(self, what: str, step: Callable[[Any], Awaitable[Any]]) -> None:
+        """Run ``step(recorder)``; a failing database costs a log line, never the call."""
+        if self.recorder is None:
+            return
+        try:
+            await step(self.recorder)
+        except Exception:
+            log.exception("call record step %s failed (call continues)", what)
+
+    async def call_started(self, call: Call, ctx: CallContext) -> None:
+        await self._record_step("arrived", lambda r: r.call_arrived(call.id, ani=ctx.ani_e164 or ctx.ani_raw,
+                                                                      dnis=ctx.dnis, line=ctx.dnis))
+
+    async def lookup_caller(self, call: Call, ani: str) -> dict[str, Any] | None:
+        try:
+            customer = await asyncio.wait_for(self.crm.lookup_by_phone(ani), CRM_TIMEOUT)
+        except Exception as exc:
+            log.warning("CRM lookup failed (%s): caller treated as unknown", type(exc).__name__)
+            call.variables["crm_unavailable"] = True
+            return None
+        found = customer_dict(customer)
+        if found is not None:
+            call.variables["customer"] = found
+            await self._record_step("identified", lambda r: r.identified(
+                call.id, int(found["id"]), "pai" if call.identity.source.value == "pai" else "ani"))
+        return found
+
+    async def verify_pin(self, call: Call, account: str, pin: str) -> A.PinResult:
+        try:
+            check = await asyncio.wait_for(self.crm.verify_pin(account, pin), CRM_TIMEOUT)
+        except Exception as exc:
+            log.warning("PIN check failed (%s)", type(exc).__name__)
+            call.variables["crm_unavailable"] = True
+            return A.PinResult(ok=False)
+        customer = customer_dict(check.customer) if check.ok else None
+        if customer is not None:
+            call.variables["customer"] = customer
+            await self._record_step("identified", lambda r: r.identified(call.id, int(customer["id"]), "pin"))
+        return A.PinResult(ok=bool(check.ok), locked=bool(check.locked), customer=customer)
+
+    async def _record_voice(self, call: Call):
+        s = self.voice_settings
+        return await call.record(s.record_max_seconds, silence_end_seconds=s.silence_end_seconds,
+                                 start_timeout=s.start_timeout)
+
+    async def verify_voice(self, call: Call, action: A.VerifyVoice) -> A.VoiceResult:
+        if self.voice is None:
+            return A.VoiceResult("error", flags=("UNAVAILABLE",))
+        audio = await self._record_voice(call)
+        try:
+            res = await self.voice.verify(action.customer_id, audio, 8000, call_id=call.id, now=time.time())
+        except CallerHungUp:
+            raise
+        except Exception as exc:
+            log.warning("voice verification failed (%s): error branch", type(exc).__name__)
+            result = A.VoiceResult("error", flags=("UNAVAILABLE",))
+        else:
+            result = A.VoiceResult(_DECISIONS.get(res.decision.value, "error"), res.score, res.threshold, res.model,
+                                   tuple(f.value for f in res.flags))
+        call.variables["voice"] = result
+        log.info("voice verification", extra={"decision": result.decision, "score": result.score,
+                                              "threshold": result.threshold, "flags": ",".join(result.flags)})
+        await self._record_step("verified", lambda r: r.verified(
+            call.id, result.decision, score=result.score, threshold=result.threshold, model=result.model,
+            flags=list(result.flags)))
+        if self.on_voice_result is not None:
+            await self.on_voice_result(call, result)
+        return result
+
+    async def enroll_voice(self, call: Call, action: A.EnrollVoice) -> A.VoiceResult:
+        if self.voice is None:
+            return A.VoiceResult("error", flags=("UNAVAILABLE",))
+        ctx: CallContext | None = call.variables.get("ivr_context")
+        session = call.variables.get("enrollment")
+        try:
+            if session is None or session.customer_id != action.customer_id:
+                store = self.voice.store
+                loop = asyncio.get_running_loop()
+                consent = await loop.run_in_executor(None, store.active_consent, action.customer_id)
+                if consent is None and ctx is not None and ctx.variables.get("voice_consent"):
+                    await loop.run_in_executor(None, lambda: store.record_consent(
+                        action.customer_id, channel="phone", actor=f"caller:{call.ani or 'unknown'}",
+                        now=time.time()))
+                session = await self.voice.start_enrollment(action.customer_id)
+                call.variables["enrollment"] = session
+            audio = await self._record_voice(call)
+            take = await self.voice.add_take(session, audio, 8000)
+            if not take.accepted:
+                return A.VoiceResult("not_enough_speech", flags=(take.reason.value,) if take.reason else ())
+            if action.take >= action.takes or take.complete:
+                await self.voice.finish_enrollment(session, actor=f"caller:{call.ani or 'unknown'}",
+                                                   now=time.time())
+                call.variables.pop("enrollment", None)
+            return A.VoiceResult("accept", model=session.model, flags=tuple(sorted(session.flags)))
+        except CallerHungUp:
+            raise
+        except Exception as exc:
+            log.warning("voice enrollment failed: %s", exc)
+            return A.VoiceResult("error")
+
+    async def ivr_finished(self, call: Call, ctx: CallContext, trace: IvrTrace, outcome: A.Finished) -> None:
+        if ctx.service:
+            await self._record_step("service", lambda r: r.service_selected(call.id, ctx.service))
+        await self._record_step("ivr", lambda r: r.ivr_finished(call.id, trace.to_dict().get("steps", []),
+                                                                  outcome.outcome.value))
+
+    async def queue(self, call: Call, action: A.Queue, ctx: CallContext, trace: IvrTrace) -> None:
+        if self.queue_handoff is None:
+            log.error("no routing configured: the call to queue %s is hung up", action.queue)
+            call.hangup()
+            return
+        await self.queue_handoff.queue(call, action, ctx, trace)
+
+    async def transfer(self, call: Call, uri: str) -> None:
+        await self._record_step("transfer", lambda r: r.transferred(call.id, uri))
+        if self.transferrer is None:
+            call.hangup()
+            return
+        await self.transferrer.transfer(call, uri)
+
+    async def call_ended(self, call: Call) -> None:
+        reason = call.leg.end_reason.value if call.leg.end_reason else "unknown"
+        await self._record_step("ended", lambda r: r.ended(call.id, reason))
+
+

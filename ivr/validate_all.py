@@ -1,0 +1,56 @@
+"""``contact-server validate``: every configuration file of an install, checked the way ``serve`` loads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ivr.errors import ConfigError, ConfigProblem
+
+
+def validate_tree(path: Path) -> list[ConfigProblem]:
+    """Problems (errors and warnings) of a config directory (server.yaml, queues.yaml, ivr/) or of one file."""
+    from ivr.config import load_server_config
+    from ivr.flow.validate import validate_paths
+    from routing.config import load_routing_config
+
+    problems: list[ConfigProblem] = []
+    if path.is_file():
+        if path.name == "queues.yaml":
+            return _collect(lambda: load_routing_config(path))
+        if path.name == "server.yaml":
+            return _collect(lambda: load_server_config(path))
+        queues_file = path.parent.parent / "queues.yaml"
+        queues, skills = _known(queues_file) if queues_file.exists() else (None, None)
+        return validate_paths([path], queues, skills)
+    if not path.exists():
+        return [ConfigProblem(str(path), 0, 0, "no such file or directory")]
+    server_file = path / "server.yaml"
+    if server_file.exists():
+        problems += _collect(lambda: load_server_config(server_file))
+    queues_file = path / "queues.yaml"
+    queues = skills = None
+    if queues_file.exists():
+        q = _collect(lambda: load_routing_config(queues_file))
+        problems += q
+        if not any(p.severity == "error" for p in q):
+            queues, skills = _known(queues_file)
+    if (path / "ivr").is_dir():
+        problems += validate_paths([path / "ivr"], queues, skills)
+    elif not server_file.exists() and not queues_file.exists():
+        problems += validate_paths([path], queues, skills)  # a folder of IVR files
+    return problems
+
+
+def _known(queues_file: Path):
+    from routing.config import load_routing_config
+
+    rc = load_routing_config(queues_file)
+    return set(rc.queues), set(rc.skills)
+
+
+def _collect(fn) -> list[ConfigProblem]:
+    try:
+        fn()
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
