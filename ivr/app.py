@@ -172,7 +172,18 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     server.manager = manager
     server.sip = sip
     await sip.start()
+    await _attach_routing(server, services, queues_path, prompts)
     return server
+
+
+async def _attach_routing(server: Server, services, queues_path: Path, prompts) -> None:
+    """Queues, agents and their phones (ivr.queueing), when that module is present in this build."""
+    try:
+        from ivr.queueing import attach_routing
+    except ImportError:
+        log.warning("routing is not available in this build: queued calls are hung up after the IVR")
+        return
+    await attach_routing(server, services, queues_path, prompts)
 
 
 async def _build_voice(cfg: ServerConfig, url: str):
