@@ -404,6 +404,9 @@ class RoutingEngine:
         Callbacks waiting in line have no dialog by design and are kept."""
         active = set(active_call_ids)
         acts: Actions = []
+        for call in list(self.store.calls()):      # first, so that freed agents are not offered dead calls
+            if call.state is CallState.WAITING and not call.is_callback and call.call_id not in active:
+                self._abandon(call, now, "dialog_gone", acts)
         for agent in list(self.store.agents()):
             if agent.state not in (S.RESERVED, S.ON_CALL):
                 continue
