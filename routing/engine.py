@@ -242,6 +242,7 @@ class RoutingEngine:
         call.state = CallState.CONNECTED
         call.answered_at = now
         call.offer_epoch += 1
+        call.epoch += 1          # steps, max wait and announcements end with the wait
         waited = now - call.queue_entered_at
         call.waited_seconds = waited
         qc = self.config.queues[call.queue]
