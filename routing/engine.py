@@ -22,7 +22,7 @@ from routing.calls import CallEntry, CallState
 from routing.config import MaxWaitAction, RoutingConfig
 from routing.errors import (AgentUnavailable, BadRequest, DuplicateCall, IllegalTransition, OfferNotPending,
                             UnknownAgent, UnknownCall, UnknownQueue)
-from routing.events import (AgentStateChanged, Announce, AnnouncementKind, CallAbandoned, CallAnswered,
+from routing.events import (Announce, AnnouncementKind, CallAbandoned, CallAnswered,
                             CallbackScheduled, CallEnded, CallEndedBy, CallLeftQueue, CallQueued, CallRequeued,
                             CallTransferred, CancelOffer, Offer, OfferFailure, Overflow, OverflowKind,
                             PlaceCallback, RoutingEvent, RoutingStepApplied)

@@ -10,7 +10,7 @@ from routing.events import (AgentStateChanged, Announce, AnnouncementKind, CallA
                             CallTransferred, CancelOffer, Offer, Overflow, OverflowKind, PlaceCallback,
                             RoutingStepApplied)
 from routing.model import AgentState
-from routing.strategies import StrategyRegistry, default_registry
+from routing.strategies import default_registry
 
 from tests.routing.conftest import add, make_config, of_type
 
