@@ -189,11 +189,7 @@ class SipUserAgent:
     def __init__(self, config: UaConfig | None = None):
         self.config = config or UaConfig()
         self.stats = UaStats()
-        allow = list(self.config.allow)
-        if self.config.registrar is not None and "REGISTER" not in allow:
-            allow.append("REGISTER")
-        self._allowed = frozenset(m.upper() for m in allow)
-        self._allow_header = ", ".join(allow)
+        self.set_registrar(self.config.registrar)
         self._events: deque[Event] = deque()
         self._outgoing: list[Outgoing] = []
         self._server_txs: dict[tuple, InviteServerTransaction | NonInviteServerTransaction] = {}
@@ -206,6 +202,16 @@ class SipUserAgent:
         self._now = 0.0
 
     # ----------------------------------------------------------------- application interface
+
+    def set_registrar(self, registrar: RegistrarLike | None) -> None:
+        """Install the registrar (also after start-up, once routing has loaded the phones); REGISTER is
+        allowed and advertised only while one is set."""
+        self.config.registrar = registrar
+        allow = list(self.config.allow)
+        if registrar is not None and "REGISTER" not in allow:
+            allow.append("REGISTER")
+        self._allowed = frozenset(m.upper() for m in allow)
+        self._allow_header = ", ".join(allow)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
