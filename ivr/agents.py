@@ -10,6 +10,7 @@ realm. Every state change goes through the routing engine (``EngineDriver.drive`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -315,6 +316,8 @@ class FeatureCodeApplication:
         if agent_id is None:
             log.warning("feature code %s from %s:%s refused: not an agent phone", code, *call.source)
             call.reject(403, "Feature codes are for agent phones")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(call.leg.wait_ended(), 5.0)   # so the call layer sends nothing more
             return
         what = FEATURE_CODES[code]
         text = _CONFIRM[what]

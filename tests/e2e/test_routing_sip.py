@@ -165,7 +165,7 @@ async def test_agent_answers_then_hangs_up_and_wraps_up(tmp_path):
             assert await a.wait() == 0, a.messages()[-3000:]
             invites = a.received("INVITE")
             assert len(invites) == 1 and GIULIA in invites[0]          # the agent's phone showed the caller
-            assert b.received("INVITE") == []
+            assert b.received("INVITE") == [] and b.proc.returncode is None     # paused: never rung
             engine = srv.server.extras["routing_engine"]
             await until(lambda: engine.agent("ag_a").state.value == "wrap_up", what="ag_a in wrap-up")
             answered = history(srv, CallAnswered)
@@ -296,3 +296,27 @@ async def test_callback_keeps_the_place_and_connects_agent_and_customer(tmp_path
             for p in (agent, caller, customer):
                 if p is not None:
                     p.stop()
+
+
+async def test_feature_codes_from_the_agents_own_phone(tmp_path):
+    pa = free_udp_port()
+    async with routing_server(tmp_path, {"ag_fc": pa}) as srv:
+        engine = srv.server.extras["routing_engine"]
+        rtp = await RtpSink().open()
+        try:
+            for code, state in (("*50", "available"), ("*51", "paused"), ("*50", "available"), ("*52", "offline")):
+                phone = await start_sipp(tmp_path, f"fc{code[1:]}", "uac_server_hangs_up.xml", remote=srv.address,
+                                         port=pa, variables={"caller": "ag_fc", "dialed": code, "rtpport": rtp.port},
+                                         timeout=30)
+                assert await phone.wait() == 0, phone.messages()[-3000:]
+                assert engine.agent("ag_fc").state.value == state, code
+            assert engine.agent("ag_fc").state.value == "offline"
+            # the same code from any other address is refused and changes nothing
+            stranger = await start_sipp(tmp_path, "stranger", "uac_server_hangs_up.xml", remote=srv.address,
+                                        variables={"caller": "ag_fc", "dialed": "*50", "rtpport": rtp.port},
+                                        timeout=20)
+            assert await stranger.wait() != 0
+            assert "SIP/2.0 403" in stranger.messages()
+            assert engine.agent("ag_fc").state.value == "offline"
+        finally:
+            rtp.close()
