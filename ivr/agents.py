@@ -23,7 +23,7 @@ from ivr.calls import Call, CallApplication
 from ivr.errors import IvrError
 from ivr.sip.digest import ha1
 from routing.engine import RoutingEngine
-from routing.errors import RoutingError, UnknownAgent
+from routing.errors import RoutingError
 from routing.events import RoutingEvent
 from routing.model import AgentState
 
@@ -347,14 +347,6 @@ class FeatureCodeApplication:
                 log.warning("feature code confirmation not played: %s", exc)
         await asyncio.sleep(0.2)
         call.hangup()
-
-
-def known_agent(engine: RoutingEngine, agent_id: str) -> bool:
-    try:
-        engine.agent(agent_id)
-        return True
-    except UnknownAgent:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -436,7 +436,7 @@ class QueueService:
         minutes = int(math.ceil(seconds / 60.0))
         return t["ewt_short"] if minutes <= 1 else t["ewt"].format(m=minutes)
 
-    async def _offer_callback(self, w: _Waiter, forced: bool = False) -> bool:
+    async def _offer_callback(self, w: _Waiter) -> bool:
         """'Press 1 to be called back': the caller keeps their place and hangs up. True when accepted."""
         w.callback_offered = True
         number = w.call.ani
@@ -482,7 +482,7 @@ class QueueService:
             return False
         if ev.kind is OverflowKind.CALLBACK:
             w.callback_offered = False
-            return await self._offer_callback(w, forced=True)
+            return await self._offer_callback(w)
         key = "voicemail" if ev.kind is OverflowKind.VOICEMAIL else "goodbye"
         with contextlib.suppress(CallerHungUp):
             wav = self._resolve(ev.prompt) if ev.prompt else None
