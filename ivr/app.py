@@ -226,6 +226,9 @@ async def serve(cfg: ServerConfig, *, seed_demo: bool = False) -> int:
     if watcher:
         watcher.cancel()
     await server.manager.shutdown(grace=10.0)
+    queue_service = server.extras.get("queue_service")
+    if queue_service is not None:
+        await queue_service.stop()
     await server.sip.stop()
     await server.media.close()
     voice = server.extras.get("voice")

@@ -444,6 +444,8 @@ class CallManager:
                                                        credentials=credentials, destination=destination)
         leg = Leg(self, handle, outgoing=True, session=session)
         leg._answered = asyncio.get_running_loop().create_future()
+        # A failure that lands after we stopped waiting (timeout, cancel) is expected: mark it retrieved.
+        leg._answered.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.legs[handle] = leg
         try:
             response = await asyncio.wait_for(asyncio.shield(leg._answered), ring_timeout)
