@@ -177,12 +177,9 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
 
 
 async def _attach_routing(server: Server, services, queues_path: Path, prompts) -> None:
-    """Queues, agents and their phones (ivr.queueing), when that module is present in this build."""
-    try:
-        from ivr.queueing import attach_routing
-    except ImportError:
-        log.warning("routing is not available in this build: queued calls are hung up after the IVR")
-        return
+    """Queues, agents and their phones: the IVR's Queue action hands calls to ivr.queueing."""
+    from ivr.queueing import attach_routing
+
     await attach_routing(server, services, queues_path, prompts)
 
 
