@@ -97,6 +97,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     from ivr.media.session import MediaEngine
     from ivr.prompts import PromptPcmSource, PromptRenderer
     from ivr.services import ContactCentreServices
+    from ivr.sip.guard import SourceGuard
     from ivr.sip.transport import SipServer
     from ivr.sip.useragent import SipUserAgent, UaConfig
 
@@ -146,9 +147,19 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     async def on_event(ev):
         holder_ref["m"].handle_event(ev)
 
-    sip = SipServer(ua, cfg.sip.host, cfg.sip.port, on_event=on_event, udp="udp" in cfg.sip.transports,
-                    tcp="tcp" in cfg.sip.transports)
     peers = {p.address: p for p in cfg.sip.peers}
+    lim = cfg.sip.limits
+
+    def auth_failures(ip: str) -> int:
+        registrar = server.extras.get("registrar")
+        return registrar.failures(ip) if registrar is not None else 0
+
+    guard = SourceGuard(rate=lim.messages_per_second_per_source, burst=lim.message_burst_per_source,
+                        block_seconds=lim.block_seconds, max_auth_failures=lim.max_auth_failures,
+                        trusted=[p.address for p in cfg.sip.peers if p.trusted], auth_failures=auth_failures)
+    server.extras["guard"] = guard
+    sip = SipServer(ua, cfg.sip.host, cfg.sip.port, on_event=on_event, udp="udp" in cfg.sip.transports,
+                    tcp="tcp" in cfg.sip.transports, guard=guard)
 
     def dtmf_mode_for(source_ip: str):
         import ipaddress

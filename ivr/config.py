@@ -52,6 +52,10 @@ class LimitsConfig(_Strict):
     max_message_size: int = Field(65535, ge=1024, le=1 << 20)
     max_concurrent_calls: int = Field(2000, ge=1)
     max_calls_per_second_per_source: float = Field(500.0, gt=0)
+    messages_per_second_per_source: float = Field(200.0, gt=0)
+    message_burst_per_source: float = Field(400.0, ge=1)
+    block_seconds: float = Field(60.0, ge=0)
+    max_auth_failures: int = Field(5, ge=1)
 
 
 class SipConfig(_Strict):

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from ivr.sip.events import Address, CallHandle, Event, Outgoing, Transport
 from ivr.sip.framing import StreamFramer
+from ivr.sip.guard import SourceGuard
 from ivr.sip.message import RemoteProtocolError
 from ivr.sip.useragent import SipUserAgent
 
@@ -101,8 +102,10 @@ class SipServer:
         *,
         udp: bool = True,
         tcp: bool = True,
+        guard: "SourceGuard | None" = None,
     ):
         self.ua = ua
+        self.guard = guard
         self.host = host
         self.port = port
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -192,7 +195,10 @@ class SipServer:
     # ------------------------------------------------------------- core plumbing
 
     def _incoming(self, data: bytes, source: Address, transport: Transport, connection_id: int | None) -> None:
-        self.ua.receive(data, source, transport, self.loop.time(), connection_id)
+        now = self.loop.time()
+        if self.guard is not None and not self.guard.admit(source[0], data, now):
+            return
+        self.ua.receive(data, source, transport, now, connection_id)
         self._pump()
 
     def _pump(self) -> None:

@@ -46,7 +46,7 @@ class RunningServer:
 
 @contextlib.asynccontextmanager
 async def running_server(app: CallApplication, *, limits: CallLimits | None = None, trusted=("127.0.0.1/32",),
-                         rtp_range: tuple[int, int] | None = None):
+                         rtp_range: tuple[int, int] | None = None, guard=None):
     ua = SipUserAgent(UaConfig(host="127.0.0.1", port=0))
     lo, hi = rtp_range or _rtp_range()
     media = MediaEngine("127.0.0.1", lo, hi)
@@ -55,7 +55,7 @@ async def running_server(app: CallApplication, *, limits: CallLimits | None = No
     async def on_event(ev):
         holder["m"].handle_event(ev)
 
-    sip = SipServer(ua, "127.0.0.1", 0, on_event=on_event)
+    sip = SipServer(ua, "127.0.0.1", 0, on_event=on_event, guard=guard)
     manager = CallManager(sip, media, app, local_ip="127.0.0.1", trusted_peers=list(trusted), limits=limits)
     holder["m"] = manager
     await sip.start()

@@ -193,3 +193,46 @@ async def test_malformed_storm_during_a_live_call(tmp_path):
     sink.close()
     assert len(app.calls) == 2
     assert best_correlation(sink.audio(), GREETING) > 0.98
+
+
+async def test_flood_from_one_address_does_not_hurt_callers_from_another(tmp_path):
+    """10,000 junk messages/s from 127.0.0.2 (over the bounded test window) while SIPp calls from 127.0.0.1:
+    the flooder is rate-limited then blocked, every legitimate call completes."""
+    from ivr.sip.guard import SourceGuard
+
+    app = ScriptApp("hold")
+    guard = SourceGuard(rate=50, burst=100, overruns_to_block=500, trusted=["127.0.0.1/32"])
+    async with running_server(app, guard=guard) as srv:
+        stop = asyncio.Event()
+
+        async def flood():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.2", 0))
+            s.setblocking(False)
+            junk = (b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:9;branch=z9hG4bKf\r\n"
+                    b"From: <sip:f@x>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: flood\r\nCSeq: 1 OPTIONS\r\n\r\n")
+            sent = 0
+            try:
+                while not stop.is_set() and sent < 200_000:
+                    for _ in range(100):     # 100 every 10 ms: 10,000 messages per second
+                        try:
+                            s.sendto(junk, ("127.0.0.1", srv.port))
+                            sent += 1
+                        except BlockingIOError:
+                            pass
+                    await asyncio.sleep(0.01)
+            finally:
+                s.close()
+            return sent
+
+        flooder = asyncio.ensure_future(flood())
+        res = await run_sipp(srv.address, "uac_basic.xml", tmp=tmp_path, calls=20, rate=10,
+                             variables={"caller": "+393331234567", "dialed": "800100", "hold": 500,
+                                        "rtpport": 40000})
+        stop.set()
+        sent = await flooder
+        assert res.rc == 0, res.stdout[-2000:] + res.errors
+    assert len(app.calls) == 20
+    assert sent > 5000
+    assert guard.stats.rate_limited + guard.stats.blocked_drops > 0.9 * sent - guard.burst
+    assert guard.stats.blocks >= 1
