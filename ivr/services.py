@@ -50,6 +50,32 @@ def customer_dict(customer: Any) -> dict[str, Any] | None:
     return out
 
 
+# The call record's vocabulary (crm_bridge.models.IvrExit, which the KPIs read) differs from the interpreter's:
+# there "hung_up" is the caller hanging up in the IVR (not contained) and "completed" a call the IVR itself
+# ended (self-service, closed message). The interpreter's own value stays in the path's exit entry.
+RECORD_EXIT = {A.IvrExit.QUEUED: "queued", A.IvrExit.TRANSFERRED: "transferred", A.IvrExit.HUNG_UP: "completed",
+               A.IvrExit.ABANDONED: "hung_up", A.IvrExit.ERROR: "error"}
+
+
+def ivr_path(trace: IvrTrace, ctx: CallContext, outcome: A.Finished) -> list[dict[str, Any]]:
+    """The call record's IVR path: nodes, prompts, digits (secret ones masked by the trace) and results in time
+    order, then one ``exit`` entry with where the call went (queue, service, priority, flags for routing)."""
+    d = trace.to_dict()
+    events: list[dict[str, Any]] = []
+    # at one instant, what the caller did (digits) or a service answered (results) comes first, then the nodes
+    # it led to, then the prompts those nodes started
+    rank = {"digits": 0, "result": 0, "node": 1, "prompt": 2}
+    for key, kind in (("digits", "digits"), ("results", "result"), ("steps", "node"), ("prompts", "prompt")):
+        events += [{"event": kind, **e} for e in d.get(key, [])]
+    events.sort(key=lambda e: (e["t"], rank[e["event"]]))
+    events.append({"event": "exit", "t": trace.ended_at, "exit": outcome.outcome.value, "detail": outcome.detail,
+                   "queue": ctx.queue, "service": ctx.service, "priority": ctx.priority, "skills": list(ctx.skills),
+                   "critical": bool(ctx.variables.get("critical")), "customer_id": ctx.customer_id,
+                   "identified_by": ctx.identified_by, "verified": ctx.verified, "language": trace.language,
+                   "seconds": trace.duration})
+    return events
+
+
 _DECISIONS = {"ACCEPT": "accept", "REJECT": "reject", "NOT_ENOUGH_SPEECH": "not_enough_speech",
               "NOT_ENROLLED": "not_enrolled", "LOCKED_OUT": "locked_out", "ERROR": "error"}
 
@@ -176,8 +202,8 @@ class ContactCentreServices:
     async def ivr_finished(self, call: Call, ctx: CallContext, trace: IvrTrace, outcome: A.Finished) -> None:
         if ctx.service:
             await self._record_step("service", lambda r: r.service_selected(call.id, ctx.service))
-        await self._record_step("ivr", lambda r: r.ivr_finished(call.id, trace.to_dict().get("steps", []),
-                                                                  outcome.outcome.value))
+        path = ivr_path(trace, ctx, outcome)
+        await self._record_step("ivr", lambda r: r.ivr_finished(call.id, path, RECORD_EXIT[outcome.outcome]))
 
     async def queue(self, call: Call, action: A.Queue, ctx: CallContext, trace: IvrTrace) -> None:
         if self.queue_handoff is None:
