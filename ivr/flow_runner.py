@@ -23,6 +23,8 @@ from ivr.flow.trace import IvrTrace
 
 log = logging.getLogger(__name__)
 
+BUFFERED_DIGIT_WAIT = 0.05  # the digit is already in the buffer: taking it never waits this long
+
 
 class PromptSource(Protocol):
     async def render_async(self, prompt: A.PromptRef) -> np.ndarray: ...
@@ -122,6 +124,9 @@ class FlowCallApplication:
             result = await call.play(pcm, barge_in=action.barge_in)
             digit = getattr(result, "digit", None)
             if digit:
+                # the media layer leaves the barge-in digit buffered, but the interpreter takes it from
+                # PlayFinished: consume it here or the next menu reads it a second time
+                await call.collect_digits(1, BUFFERED_DIGIT_WAIT, BUFFERED_DIGIT_WAIT, None)
                 return A.PlayFinished(interrupted_digit=digit)
         return A.PlayFinished()
 
