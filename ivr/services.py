@@ -147,9 +147,13 @@ class ContactCentreServices:
     async def verify_voice(self, call: Call, action: A.VerifyVoice) -> A.VoiceResult:
         if self.voice is None:
             return A.VoiceResult("error", flags=("UNAVAILABLE",))
-        audio = await self._record_voice(call)
         try:
-            res = await self.voice.verify(action.customer_id, audio, 8000, call_id=call.id, now=time.time())
+            # not enrolled or locked out: answer before recording, the caller must not talk for nothing
+            res = await asyncio.get_running_loop().run_in_executor(
+                None, self.voice.verifier.precheck, action.customer_id, call.id, time.time())
+            if res is None:
+                audio = await self._record_voice(call)
+                res = await self.voice.verify(action.customer_id, audio, 8000, call_id=call.id, now=time.time())
         except CallerHungUp:
             raise
         except Exception as exc:
