@@ -7,9 +7,9 @@ REPLAY and rejected). The enrollment takes went through G.711 like a phone enrol
 mu-law again on the way in.
 
 Timing: the choice "1" is typed during the welcome (the server keeps it for the main menu), so the verification
-prompt (3 s) and its beep start about 2.5 s after answer and recording starts by about 5.5 s; the voice file
-begins with 1 s of silence and is sent 7 s after answer, so speech starts at 8 s, inside the recorder's 5 s
-start window even when the server is 2 s slower than usual.
+prompt (3 s) and its beep start about 2.3 s after answer and recording starts at about 5.5 s (never before
+5.15 s: the sum of the prompts); the voice file begins with 1 s of silence and is sent 8 s after answer, so
+speech starts at 9 s: inside the recorder's 5 s start window, and 3.5 s of slack for a slow server.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ENROLL = [VOICES / "ls-2414" / f"2414-128291-{n}.wav" for n in ("0001", "0006", 
 GENUINE = VOICES / "ls-2414" / "2414-128291-0000.wav"
 IMPOSTOR = VOICES / "ls-1624" / "1624-142933-0000.wav"
 REPLAYED = ENROLL[1]
-SPEAK_AFTER_MS = 6500  # after the digit step began at 500 ms
+SPEAK_AFTER_MS = 7500  # after the digit step began at 500 ms
 
 
 def phone_line(path: Path) -> np.ndarray:
@@ -82,9 +82,15 @@ class VoiceCall:
     def voice_results(self) -> list[str]:
         return [e["result"] for e in self.path if e["event"] == "result" and e["what"] == "verify_voice"]
 
+    def __repr__(self) -> str:  # what an assertion failure shows
+        if self.record is None:
+            return f"VoiceCall(sipp rc={self.sipp.rc}, no record, attempts={self.attempts})"
+        return (f"VoiceCall(sipp rc={self.sipp.rc}, attempts={self.attempts}, voice={self.voice_results()}, "
+                f"nodes={self.nodes}, prompts at={[round(e['t'] - self.path[0]['t'], 2) for e in self.path]})")
+
     def check_call(self) -> dict[str, Any]:
         assert self.sipp.rc == 0, self.sipp.stdout[-1500:] + self.sipp.errors[-1500:]
-        assert self.record is not None, "no ended call record"
+        assert self.record is not None, f"no ended call record: {self}"
         assert self.record["identified_by"] in ("ani", "pai")
         assert self.record["ivr_exit"] == "queued"
         assert self.record["service"] == "accounts_transfers"
@@ -136,7 +142,7 @@ async def voice_calls(tmp_path_factory):
 def test_enrolled_customer_is_accepted_by_voice(voice_calls):
     c: VoiceCall = voice_calls["genuine"]
     rec = c.check_call()
-    assert [a["decision"] for a in c.attempts] == ["ACCEPT"]
+    assert [a["decision"] for a in c.attempts] == ["ACCEPT"], c
     a = c.attempts[0]
     assert a["customer_id"] == voice_calls["customer"] and a["model"] == voice_calls["model"]
     assert a["score"] >= a["threshold"] == pytest.approx(voice_calls["threshold"])
@@ -154,7 +160,7 @@ def test_impostor_with_the_customers_number_is_rejected_and_falls_back(voice_cal
     c: VoiceCall = voice_calls["impostor"]
     rec = c.check_call()
     # first attempt: the impostor's speech is scored and rejected; the retry gets silence, then the fallback
-    assert [a["decision"] for a in c.attempts] == ["REJECT", "NOT_ENOUGH_SPEECH"]
+    assert [a["decision"] for a in c.attempts] == ["REJECT", "NOT_ENOUGH_SPEECH"], c
     first = c.attempts[0]
     assert first["score"] is not None and first["score"] < first["threshold"]
     assert "REPLAY" not in first["flags"]
@@ -172,8 +178,8 @@ def test_replayed_enrollment_take_is_flagged_and_rejected(voice_calls):
     c: VoiceCall = voice_calls["replay"]
     rec = c.check_call()
     first = c.attempts[0]
-    assert first["decision"] == "REJECT"
-    assert "REPLAY" in first["flags"]
+    assert first["decision"] == "REJECT", c
+    assert "REPLAY" in first["flags"], c
     # it is the customer's own voice: only the replay check stops it
     assert first["score"] >= first["threshold"]
     assert c.voice_results()[0] == "reject"
