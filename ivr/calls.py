@@ -163,8 +163,8 @@ class Call:
         self.leg.hangup()
 
     async def _guard(self, aw: Awaitable):
-        """Run a media operation, but stop waiting the moment the caller hangs up."""
-        self._check()
+        """Run a media operation, but stop waiting the moment the caller hangs up. Callers check the call
+        before building ``aw`` so that a coroutine is never created for a call that already ended."""
         task = asyncio.ensure_future(aw)
         ended = asyncio.ensure_future(self.leg._ended.wait())
         try:
@@ -180,18 +180,22 @@ class Call:
         raise CallerHungUp(f"call {self.id} ended while waiting")
 
     async def play(self, pcm, barge_in: bool = False):
+        self._check()
         return await self._guard(self.session.play(pcm, barge_in=barge_in))
 
     async def collect_digits(self, max_digits: int, first_timeout: float, inter_digit_timeout: float,
                              terminator: str | None = "#"):
+        self._check()
         return await self._guard(self.session.collect_digits(max_digits, first_timeout, inter_digit_timeout,
                                                              terminator))
 
     async def record(self, max_seconds: float, silence_end_seconds: float = 1.5, start_timeout: float = 5.0):
+        self._check()
         return await self._guard(self.session.record(max_seconds, silence_end_seconds=silence_end_seconds,
                                                      start_timeout=start_timeout))
 
     async def sleep(self, seconds: float) -> None:
+        self._check()
         await self._guard(asyncio.sleep(seconds))
 
 

@@ -282,8 +282,13 @@ class FlowRun:
         self._advance(self._flow, target)
 
     def _n_say(self, fd: FlowDef, node: SayNode) -> None:
+        if self._typeahead is not None and node.barge_in:
+            # The caller is already keying ahead: don't make them sit through (or lose digits to) this prompt.
+            self._go(node.next)
+            return
+
         def then(digit: str | None) -> None:
-            if digit is not None:
+            if digit is not None and self._typeahead is None:
                 self._typeahead = digit
             self._go(node.next)
         self._play(node.prompt, node.barge_in, then)
