@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -216,6 +217,8 @@ class Agent(Base):
     extension: Mapped[str | None] = mapped_column(String(32))
     sip_uri: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    supervisor: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """May open the wallboard, the KPIs and the call-record export (``crm_bridge.web``)."""
 
     skills: Mapped[list[AgentSkill]] = relationship(back_populates="agent", cascade="all, delete-orphan")
 
