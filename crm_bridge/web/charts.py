@@ -36,6 +36,8 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series], *, st
     totals = [sum((s.values[i] or 0.0) for s in series) if stacked else
               max([(s.values[i] or 0.0) for s in series] or [0.0]) for i in range(len(labels))]
     top_value = y_max if y_max is not None else _nice_max(max(totals or [0.0]))
+    if not percent and y_max is None:
+        top_value = max(4.0, top_value)          # counts: whole-number ticks
     scale = plot_h / top_value if top_value else 0.0
     group_w = plot_w / n
     bars_per_group = 1 if stacked else max(1, len(series))
@@ -46,7 +48,7 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series], *, st
     for k in range(5):
         value = top_value * k / 4
         y = top + plot_h - value * scale
-        text = f"{value * 100:.0f}%" if percent else (f"{value:.0f}" if top_value >= 4 else f"{value:.1f}")
+        text = f"{value * 100:.0f}%" if percent else f"{value:g}"
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                    f'<text x="{left - 4}" y="{y + 4:.1f}" class="axis" text-anchor="end">{text}</text>')
     for i, label in enumerate(labels):

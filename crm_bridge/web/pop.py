@@ -62,7 +62,7 @@ def _path_entries(path: Any) -> list[str]:
             elif event == "digits":
                 label = f"keyed {item.get('digits')}"
             elif event == "exit":
-                label = f"-> {item.get('queue') or item.get('exit')}"
+                label = f"queue {item['queue']}" if item.get("queue") else str(item.get("exit"))
             else:
                 continue
         else:
@@ -117,13 +117,14 @@ def _customer_json(c: Any) -> dict[str, Any]:
             "stale": bool(c.stale)}
 
 
-async def _crm_part(crm: CrmAdapter, customer_id: Any, recent: int) -> dict[str, Any]:
+async def _crm_part(crm: CrmAdapter, customer_id: Any, recent: int, call_id: Any) -> dict[str, Any]:
     customer, tickets, contacts = await asyncio.gather(
         crm.get_customer(customer_id), crm.open_tickets(customer_id), crm.recent_contacts(customer_id, recent))
     return {
         "customer": _customer_json(customer) if customer is not None else None,
         "open_tickets": [{"id": str(t.id), "service": t.service, "status": t.status,
                           "created_at": _iso(t.created_at), "call_id": t.call_id,
+                          "this_call": call_id is not None and t.call_id == call_id,
                           "notes": redact_text(t.notes) if t.notes else None} for t in tickets],
         "recent_contacts": [{"at": _iso(c.at), "channel": c.channel, "direction": c.direction,
                              "summary": redact_text(c.summary or ""), "agent_id": c.agent_id} for c in contacts],
@@ -155,7 +156,7 @@ async def build_pop(crm: CrmAdapter | None, call_info: Mapping[str, Any], *, db:
                 info[key] = value
     ivr_customer = info.get("customer") if isinstance(info.get("customer"), Mapping) else None
     customer_id = info.get("customer_id") or (ivr_customer or {}).get("id")
-    queued = info.get("queued_at") or info.get("queued_wall")
+    queued = info.get("queued_wall") or info.get("queued_at")
     wait = info.get("wait_seconds")
     if wait is None and isinstance(queued, (int, float)):
         wait = max(0.0, now - queued)
@@ -177,7 +178,7 @@ async def build_pop(crm: CrmAdapter | None, call_info: Mapping[str, Any], *, db:
     try:
         if crm is None:
             raise ConnectionError("no CRM configured")
-        part = await asyncio.wait_for(_crm_part(crm, customer_id, recent), max(0.001, left))
+        part = await asyncio.wait_for(_crm_part(crm, customer_id, recent, call_id), max(0.001, left))
         pop.update(part)
         pop["crm"] = "ok" if part["customer"] is not None else "unknown_caller"
     except Exception as exc:

@@ -74,8 +74,9 @@
       ? c.accounts.map((a) => a.iban + (a.products && a.products.length ? " (" + a.products.join(", ") + ")" : "")).join("; ")
       : "—";
     const tickets = $("tickets"); tickets.textContent = "";
-    for (const t of p.open_tickets || []) li(tickets, "#" + t.id + " " + (t.service || "") + " · " + t.status +
-      " · " + day(t.created_at) + (t.notes ? " — " + t.notes : ""));
+    for (const t of p.open_tickets || []) li(tickets, "#" + t.id + " " + (t.service || "") + " · " +
+      (t.this_call ? "this call" : t.status + " · " + day(t.created_at)) + (t.notes ? " — " + t.notes : ""),
+      t.this_call ? "current" : "");
     if (!tickets.children.length) li(tickets, "none", "muted");
     const contacts = $("contacts"); contacts.textContent = "";
     for (const x of p.recent_contacts || []) li(contacts, day(x.at) + " " + x.channel + ": " + x.summary);

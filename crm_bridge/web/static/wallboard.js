@@ -39,7 +39,7 @@
     const now = s.at;
     for (const x of s.agents) {
       row(a, [[x.name + " (" + x.agent_id + ")"], [String(x.state).replace("_", " "), "st-" + x.state],
-              [x.reason || ""], [secs(now - x.since)], [String(x.calls_handled == null ? "" : x.calls_handled)]]);
+              [x.reason || ""], [x.since ? secs(now - x.since) : "–"], [String(x.calls_handled == null ? "" : x.calls_handled)]]);
     }
   }
   function connect() {
