@@ -28,7 +28,8 @@ from sqlalchemy import select
 
 from .. import metrics
 from .. import models as m
-from ..crm import CrmAdapter
+from ..crm import (CrmAdapter, SqlCrmAdapter, get_customer_sync, open_tickets_sync,
+                   recent_contacts_sync)
 from ..db import Database
 from ..masking import mask_iban, redact_text
 from .sockets import SocketRegistry
@@ -94,19 +95,17 @@ def verification_badge(verification: Mapping[str, Any] | None, identified_by: st
             "watchlist": any("WATCHLIST" in f for f in flags), "replay": any("REPLAY" in f for f in flags)}
 
 
-def _record_facts(db: Database, call_id: str) -> Callable[[Any], dict[str, Any] | None]:
-    def q(s: Any) -> dict[str, Any] | None:
-        r = s.scalars(select(m.CallRecord).where(m.CallRecord.call_id == call_id)).first()
-        if r is None:
-            return None
-        return {"ani": r.ani, "dnis": r.dnis, "line": r.line, "service": r.service, "queue": r.queue,
-                "ivr_path": r.ivr_path, "customer_id": r.customer_id, "ticket_id": r.ticket_id,
-                "identified_by": r.identified_by.value,
-                "queued_at": r.queued_at.timestamp() if r.queued_at else None,
-                "verification": {"decision": r.verification_decision, "score": r.verification_score,
-                                 "threshold": r.verification_threshold, "flags": list(r.verification_flags or [])}
-                if r.verification_decision else None}
-    return q
+def _record_facts(s: Any, call_id: str) -> dict[str, Any] | None:
+    r = s.scalars(select(m.CallRecord).where(m.CallRecord.call_id == call_id)).first()
+    if r is None:
+        return None
+    return {"ani": r.ani, "dnis": r.dnis, "line": r.line, "service": r.service, "queue": r.queue,
+            "ivr_path": r.ivr_path, "customer_id": r.customer_id, "ticket_id": r.ticket_id,
+            "identified_by": r.identified_by.value,
+            "queued_at": r.queued_at.timestamp() if r.queued_at else None,
+            "verification": {"decision": r.verification_decision, "score": r.verification_score,
+                             "threshold": r.verification_threshold, "flags": list(r.verification_flags or [])}
+            if r.verification_decision else None}
 
 
 def _customer_json(c: Any) -> dict[str, Any]:
@@ -120,6 +119,22 @@ def _customer_json(c: Any) -> dict[str, Any]:
 async def _crm_part(crm: CrmAdapter, customer_id: Any, recent: int, call_id: Any) -> dict[str, Any]:
     customer, tickets, contacts = await asyncio.gather(
         crm.get_customer(customer_id), crm.open_tickets(customer_id), crm.recent_contacts(customer_id, recent))
+    return _part_json(customer, tickets, contacts, call_id)
+
+
+def _sql_bundle(call_id: Any, customer_id: Any, recent: int) -> Callable[[Any], tuple[Any, Any]]:
+    """The built-in CRM's pop in one database round trip: call record, customer, tickets, contacts."""
+    def q(s: Any) -> tuple[Any, Any]:
+        facts = _record_facts(s, str(call_id)) if call_id else None
+        cid = customer_id if customer_id is not None else (facts or {}).get("customer_id")
+        if cid is None:
+            return facts, None
+        return facts, _part_json(get_customer_sync(s, cid), open_tickets_sync(s, cid),
+                                 recent_contacts_sync(s, cid, recent), call_id)
+    return q
+
+
+def _part_json(customer: Any, tickets: Any, contacts: Any, call_id: Any) -> dict[str, Any]:
     return {
         "customer": _customer_json(customer) if customer is not None else None,
         "open_tickets": [{"id": str(t.id), "service": t.service, "status": t.status,
@@ -145,13 +160,23 @@ async def build_pop(crm: CrmAdapter | None, call_info: Mapping[str, Any], *, db:
     info: dict[str, Any] = dict(call_info)
     call_id = info.get("call_id")
     deadline = asyncio.get_running_loop().time() + timeout
-    if db is not None and call_id:
+    given = info.get("customer") if isinstance(info.get("customer"), Mapping) else {}
+    hint = info.get("customer_id") or given.get("id")
+    bundled: Any = None
+    facts: dict[str, Any] | None = None
+    if isinstance(crm, SqlCrmAdapter) and (db is None or db is crm.db):
         try:
-            facts = await asyncio.wait_for(db.read(_record_facts(db, str(call_id))), timeout)
+            facts, bundled = await asyncio.wait_for(crm.db.read(_sql_bundle(call_id, hint, recent)), timeout)
+        except Exception as exc:
+            log.warning("pop for %s: CRM unavailable (%s); sending the call facts", call_id, type(exc).__name__)
+            bundled = "unavailable"
+    elif db is not None and call_id:
+        try:
+            facts = await asyncio.wait_for(db.read(lambda s: _record_facts(s, str(call_id))), timeout)
         except Exception as exc:              # a slow or failing database costs facts, never the pop
             log.warning("pop for %s: call record not read (%s)", call_id, type(exc).__name__)
-            facts = None
-        for key, value in (facts or {}).items():
+    if facts is not None:
+        for key, value in facts.items():
             if info.get(key) in (None, [], "") and value not in (None, []):
                 info[key] = value
     ivr_customer = info.get("customer") if isinstance(info.get("customer"), Mapping) else None
@@ -174,15 +199,19 @@ async def build_pop(crm: CrmAdapter | None, call_info: Mapping[str, Any], *, db:
     }
     if customer_id is None:
         return pop
-    left = deadline - asyncio.get_running_loop().time()
-    try:
-        if crm is None:
-            raise ConnectionError("no CRM configured")
-        part = await asyncio.wait_for(_crm_part(crm, customer_id, recent, call_id), max(0.001, left))
-        pop.update(part)
-        pop["crm"] = "ok" if part["customer"] is not None else "unknown_caller"
-    except Exception as exc:
-        log.warning("pop for %s: CRM unavailable (%s); sending the call facts", call_id, type(exc).__name__)
+    if bundled is None:
+        try:
+            if crm is None:
+                raise ConnectionError("no CRM configured")
+            left = deadline - asyncio.get_running_loop().time()
+            bundled = await asyncio.wait_for(_crm_part(crm, customer_id, recent, call_id), max(0.001, left))
+        except Exception as exc:
+            log.warning("pop for %s: CRM unavailable (%s); sending the call facts", call_id, type(exc).__name__)
+            bundled = "unavailable"
+    if isinstance(bundled, dict):
+        pop.update(bundled)
+        pop["crm"] = "ok" if bundled["customer"] is not None else "unknown_caller"
+    else:
         pop["crm"] = "unavailable"
     if pop["customer"] is None and ivr_customer:
         pop["customer"] = {"id": str(ivr_customer.get("id")), "name": ivr_customer.get("name"),

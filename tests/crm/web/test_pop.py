@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from crm_bridge import models as m
 from crm_bridge.crm import SqlCrmAdapter
+from crm_bridge.db import Database
 from crm_bridge.recorder import CallRecorder
 from crm_bridge.web import build_pop
 
@@ -67,7 +68,9 @@ async def test_slow_or_down_crm_still_gives_a_pop_with_the_call_facts(seeded) ->
     c = _customer(seeded)
     info = {"call_id": "k2", "customer": {"id": str(c.id), "name": c.name, "segment": "retail"},
             "ani": "+393339999999", "service": "accounts", "identified_by": "pin", "verified": True}
-    for crm in (_SlowCrm(SqlCrmAdapter(seeded), 2.0), _DownCrm(), None):
+    closed = Database(seeded.engine, workers=1)
+    closed.close()                                      # the built-in CRM's database is gone
+    for crm in (_SlowCrm(SqlCrmAdapter(seeded), 2.0), _DownCrm(), None, SqlCrmAdapter(closed)):
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         pop = await build_pop(crm, info, timeout=0.3)
