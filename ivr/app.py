@@ -84,6 +84,23 @@ class Server:
     def request_stop(self) -> None:
         self._stopped.set()
 
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop in reverse start order: new calls get 503, calls in progress get ``grace`` seconds."""
+        await self.manager.shutdown(grace=grace)
+        queue_service = self.extras.get("queue_service")
+        if queue_service is not None:
+            await queue_service.stop()
+        await self.sip.stop()
+        await self.media.close()
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+        voice = self.extras.get("voice")
+        if voice is not None:
+            await voice.pool.close()
+        # call-ended records are written by tasks the manager started: let them land before closing the DB
+        await asyncio.sleep(0.2)
+        self.db.close()
+
 
 async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time.time) -> Server:
     from crm_bridge.crm import SqlCrmAdapter
@@ -184,7 +201,40 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     server.sip = sip
     await sip.start()
     await _attach_routing(server, services, queues_path, prompts)
+    await _start_web(server, crm, recorder, voice)
     return server
+
+
+async def _start_web(server: Server, crm, recorder, voice) -> None:
+    """Agent desktop, supervisor pages, admin API and /metrics on the same loop; the screen-pop hub is the
+    one the queue service notifies when an agent's phone rings."""
+    from aiohttp import web
+
+    from crm_bridge.web.app import create_web_app
+    from crm_bridge.web.deps import WebDeps
+    from crm_bridge.web.pop import ScreenPopHub
+
+    cfg = server.cfg
+    hub = ScreenPopHub(crm, db=server.db)
+    queue_service = server.extras.get("queue_service")
+    if queue_service is not None:
+        queue_service.hub = hub
+
+    async def reload_config() -> tuple[bool, list[str]]:
+        ok, problems = await asyncio.get_running_loop().run_in_executor(None, _reload, server)
+        return ok, [str(p) for p in problems]
+
+    deps = WebDeps(db=server.db, crm=crm, agents=server.extras.get("agent_control"),
+                   wallboard=server.extras.get("wallboard"), voice=voice, reload_config=reload_config,
+                   recorder=recorder, hub=hub, admin_token=cfg.web.admin_token, agent_key="extension")
+    runner = web.AppRunner(create_web_app(deps), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.web.host, cfg.web.port)
+    await site.start()
+    server.web_runner = runner
+    server.extras["hub"] = hub
+    sockets = [s.getsockname() for s in (site._server.sockets if site._server else [])]
+    server.extras["web_port"] = sockets[0][1] if sockets else cfg.web.port
 
 
 async def _attach_routing(server: Server, services, queues_path: Path, prompts) -> None:
@@ -227,22 +277,14 @@ async def serve(cfg: ServerConfig, *, seed_demo: bool = False) -> int:
     watcher = loop.create_task(_watch_config(server)) if cfg.ivr.watch else None
     port = server.sip.bound_port
     host = cfg.sip.advertised_host or cfg.sip.host
+    web_port = server.extras.get("web_port", cfg.web.port)
     print(f"contact-server ready: call sip:800100@{host}:{port} (retail line) or sip:800200@{host}:{port} "
-          f"(business line); Ctrl-C stops", flush=True)
+          f"(business line); agent desktop http://{cfg.web.host}:{web_port}/ ; Ctrl-C stops", flush=True)
     await server._stopped.wait()
     log.info("stopping: new calls get 503, calls in progress have 10 s to finish")
     if watcher:
         watcher.cancel()
-    await server.manager.shutdown(grace=10.0)
-    queue_service = server.extras.get("queue_service")
-    if queue_service is not None:
-        await queue_service.stop()
-    await server.sip.stop()
-    await server.media.close()
-    voice = server.extras.get("voice")
-    if voice is not None:
-        await voice.pool.close()
-    server.db.close()
+    await server.close(grace=10.0)
     return 0
 
 

@@ -162,6 +162,7 @@ def server_environ(root: Path, rtp: tuple[int, int] | None = None) -> dict[str, 
     lo, hi = rtp or _rtp_range()
     return {
         "CONTACT_SERVER__SIP__PORT": "0",
+        "CONTACT_SERVER__WEB__PORT": "0",
         "CONTACT_SERVER__SIP__TRANSPORTS": "[udp]",
         "CONTACT_SERVER__RTP__PORT_MIN": str(lo),
         "CONTACT_SERVER__RTP__PORT_MAX": str(hi),
@@ -202,15 +203,7 @@ async def contact_server(root: Path, *, clock: ShiftedClock | None = None, seed_
     try:
         yield ContactServer(server, root, clock)
     finally:
-        await server.manager.shutdown(grace=2.0)
-        await server.sip.stop()
-        await server.media.close()
-        voice = server.extras.get("voice")
-        if voice is not None:
-            await voice.pool.close()
-        # call-ended records are written by tasks the manager started: let them land before closing the DB
-        await asyncio.sleep(0.2)
-        server.db.close()
+        await server.close(grace=2.0)
 
 
 @pytest_asyncio.fixture
