@@ -42,7 +42,8 @@ class AgentControl(Protocol):
 class WallboardSource(Protocol):
     """Live figures; sync or async. ``queues()`` items carry at least ``queue``, ``waiting``, ``longest_wait``,
     ``service_level`` (0..1 or None), ``staffed``, ``available``; ``agents()`` items ``agent_id``, ``name``,
-    ``state``, ``reason``, ``since`` (epoch seconds)."""
+    ``state``, ``reason``, ``since``. An optional ``snapshot()`` returning ``{"at", "queues", "agents"}`` is
+    preferred: ``at`` is read on the same clock as ``since`` (the routing engine's may be monotonic)."""
 
     def queues(self) -> Any: ...
 

@@ -67,8 +67,19 @@ async def wallboard_snapshot(app: web.Application) -> dict[str, Any]:
     live = deps.wallboard is not None
     if live:
         assert deps.wallboard is not None
-        queues = [{k: _finite(v) for k, v in dict(q).items()} for q in await _maybe(deps.wallboard.queues())]
-        agents = [dict(a) for a in await _maybe(deps.wallboard.agents())]
+        whole = getattr(deps.wallboard, "snapshot", None)
+        if callable(whole):        # one reading, with the source's own clock ("since" may be monotonic)
+            snap = await _maybe(whole())
+            raw_queues, raw_agents, source_now = snap["queues"], snap["agents"], snap.get("at", now)
+        else:
+            raw_queues = await _maybe(deps.wallboard.queues())
+            raw_agents = await _maybe(deps.wallboard.agents())
+            source_now = now
+        queues = [{k: _finite(v) for k, v in dict(q).items()} for q in raw_queues]
+        agents = [dict(a) for a in raw_agents]
+        for a in agents:
+            since = a.get("since")
+            a["for_seconds"] = max(0.0, source_now - since) if isinstance(since, (int, float)) and since else None
         metrics.set_queue_sizes({str(q["queue"]): int(q.get("waiting") or 0) for q in queues})
     names = [q["queue"] for q in queues] + sorted(set(today) - {q["queue"] for q in queues})
     by_name = {q["queue"]: q for q in queues}

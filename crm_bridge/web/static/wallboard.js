@@ -36,10 +36,9 @@
     }
     const a = $("agents").tBodies[0];
     a.textContent = "";
-    const now = s.at;
     for (const x of s.agents) {
       row(a, [[x.name + " (" + x.agent_id + ")"], [String(x.state).replace("_", " "), "st-" + x.state],
-              [x.reason || ""], [x.since ? secs(now - x.since) : "–"], [String(x.calls_handled == null ? "" : x.calls_handled)]]);
+              [x.reason || ""], [secs(x.for_seconds)], [String(x.calls_handled == null ? "" : x.calls_handled)]]);
     }
   }
   function connect() {

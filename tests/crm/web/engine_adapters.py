@@ -77,6 +77,9 @@ class EngineWallboardSource:
     def agents(self) -> list[dict[str, Any]]:
         return [EngineControl(self.engine).state(a.id) for a in self.engine.agents()]
 
+    def snapshot(self) -> dict[str, Any]:
+        return {"at": self.clock(), "queues": self.queues(), "agents": self.agents()}
+
 
 def demo_engine() -> RoutingEngine:
     return RoutingEngine(load_routing_config(QUEUES))

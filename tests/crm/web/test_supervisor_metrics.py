@@ -64,6 +64,7 @@ async def test_wallboard_websocket_counts_todays_calls(web: Web, seeded) -> None
     cards = next(q for q in snap["queues"] if q["queue"] == "cards")
     assert cards["today_answered"] == 1 and cards["service_level_today"] == 1.0
     assert {"2001", "2002", "2003"} <= {a["agent_id"] for a in snap["agents"]}
+    assert all(a["for_seconds"] is None for a in snap["agents"])     # nobody has logged in yet
     pushed = json.loads((await ws.receive(timeout=5)).data)     # live updates keep coming
     assert pushed["type"] == "wallboard"
     await ws.close()
