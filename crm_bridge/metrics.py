@@ -8,9 +8,10 @@ alerts use them): add new ones, never rename.
 =========================================  =========  ===============  ================================================
 name                                       type       labels           who updates it
 =========================================  =========  ===============  ================================================
-``contact_calls_total``                    counter    ``outcome``      call layer: ``answered``, ``abandoned``,
+``contact_calls_total``                    counter    ``outcome``      call layer: ``answered``, ``abandoned``
+                                                                       (in queue), ``ivr_abandoned``,
                                                                        ``self_service``, ``transferred``,
-                                                                       ``rejected``, ``failed``, ... at call end
+                                                                       ``rejected`` at call end
 ``contact_active_calls``                   gauge      -                call layer: calls in progress
 ``contact_queue_size``                     gauge      ``queue``        routing: callers waiting per queue
 ``contact_verification_total``             counter    ``decision``     IVR/voiceauth: ``accept``, ``reject``,

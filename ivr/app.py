@@ -86,6 +86,9 @@ class Server:
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop in reverse start order: new calls get 503, calls in progress get ``grace`` seconds."""
+        task = self.extras.get("metrics_task")
+        if task is not None:
+            task.cancel()
         await self.manager.shutdown(grace=grace)
         queue_service = self.extras.get("queue_service")
         if queue_service is not None:
@@ -103,6 +106,7 @@ class Server:
 
 
 async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time.time) -> Server:
+    from crm_bridge import metrics
     from crm_bridge.crm import SqlCrmAdapter
     from crm_bridge.db import Database
     from crm_bridge.migrate import upgrade_database
@@ -188,6 +192,12 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
 
     def call_ended(call) -> None:
         loop.create_task(services.call_ended(call))
+        metrics.CALLS.labels(outcome=_call_outcome(call)).inc()
+
+    async def voice_result(call, result) -> None:
+        metrics.VERIFICATIONS.labels(decision=result.decision).inc()
+
+    services.on_voice_result = voice_result
 
     manager = CallManager(sip, media, app, local_ip=rtp_host,
                           trusted_peers=[p.address for p in peers.values() if p.trusted],
@@ -197,12 +207,54 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
                                             cfg.sip.limits.max_calls_per_second_per_source),
                           on_call_ended=call_ended)
     holder_ref["m"] = manager
+    metrics.ACTIVE_CALLS.set_function(lambda: len(manager.calls))
+    server.extras["metrics_task"] = loop.create_task(_sync_counters(ua, media))
     server.manager = manager
     server.sip = sip
     await sip.start()
     await _attach_routing(server, services, queues_path, prompts)
     await _start_web(server, crm, recorder, voice)
     return server
+
+
+def _call_outcome(call) -> str:
+    """The ``contact_calls_total`` label: a small fixed set, as the metrics module asks."""
+    if call.agent_leg is not None:
+        return "answered"
+    trace = call.variables.get("ivr_trace")
+    exit_ = getattr(getattr(trace, "exit", None), "value", getattr(trace, "exit", None))
+    if exit_ == "queued":
+        return "abandoned"
+    if exit_ == "transferred":
+        return "transferred"
+    if exit_ == "abandoned":
+        return "ivr_abandoned"
+    if call.leg.answered_at is None:
+        return "rejected"
+    return "self_service"
+
+
+async def _sync_counters(ua, media, interval: float = 5.0) -> None:
+    """Carry the SIP and RTP cores' own counters into Prometheus every few seconds, so that the hot paths keep
+    plain integer increments and never call into prometheus_client."""
+    from crm_bridge import metrics
+
+    sip_seen = 0
+    rtp_seen: dict[int, int] = {}
+    while True:
+        sip_now = ua.stats.malformed
+        if sip_now > sip_seen:
+            metrics.SIP_MALFORMED.inc(sip_now - sip_seen)
+        sip_seen = sip_now
+        current: dict[int, int] = {}
+        for session in media.sessions:
+            n = session.stats.malformed
+            current[id(session)] = n
+            delta = n - rtp_seen.get(id(session), 0)
+            if delta > 0:
+                metrics.RTP_ERRORS.labels(kind="malformed").inc(delta)
+        rtp_seen = current
+        await asyncio.sleep(interval)
 
 
 async def _start_web(server: Server, crm, recorder, voice) -> None:

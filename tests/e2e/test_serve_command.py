@@ -23,7 +23,7 @@ from tests.e2e.server_fixture import copy_config, run_sipp_call, server_environ
 
 pytestmark = [pytest.mark.sipp, pytest.mark.timeout(120)]
 
-READY = re.compile(r"contact-server ready: call sip:800100@([\d.]+):(\d+)")
+READY = re.compile(r"contact-server ready: call sip:800100@([\d.]+):(\d+).*agent desktop http://[\d.]+:(\d+)/")
 
 
 def bundled_prompt(text: str, language: str) -> Path:
@@ -38,7 +38,7 @@ def contact_server_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from ivr.cli import main; main()"]
 
 
-async def _read_until_ready(proc: asyncio.subprocess.Process, seen: list[str]) -> tuple[str, int]:
+async def _read_until_ready(proc: asyncio.subprocess.Process, seen: list[str]) -> tuple[str, int, int]:
     while True:
         line = await proc.stdout.readline()
         if not line:
@@ -46,7 +46,7 @@ async def _read_until_ready(proc: asyncio.subprocess.Process, seen: list[str]) -
         seen.append(line.decode(errors="replace"))
         m = READY.search(seen[-1])
         if m:
-            return m.group(1), int(m.group(2))
+            return m.group(1), int(m.group(2)), int(m.group(3))
 
 
 async def _drain(proc: asyncio.subprocess.Process, seen: list[str]) -> None:
@@ -67,7 +67,7 @@ async def test_serve_command_answers_and_greets(tmp_path):
     seen: list[str] = []
     sink = await RtpSink().open()
     try:
-        host, port = await asyncio.wait_for(_read_until_ready(proc, seen), 90)
+        host, port, web_port = await asyncio.wait_for(_read_until_ready(proc, seen), 90)
         drain = asyncio.ensure_future(_drain(proc, seen))
         # an unknown number: welcome (1.5 s), then the account prompt; the caller hangs up after 4 s
         res = await run_sipp_call(f"{host}:{port}", "uac_basic.xml", tag="serve-greeting", timeout=30,
@@ -75,6 +75,15 @@ async def test_serve_command_answers_and_greets(tmp_path):
                                                            "hold": 4000, "rtpport": sink.port})
         assert res.rc == 0, res.stdout[-1500:] + res.errors[-1500:]
         await asyncio.sleep(0.3)
+        # the same process serves the web side: /metrics counts the call that just ended
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{host}:{web_port}/metrics") as resp:
+                assert resp.status == 200
+                exposition = await resp.text()
+        assert 'contact_calls_total{outcome="ivr_abandoned"} 1.0' in exposition, exposition[:2000]
+        assert "contact_active_calls 0.0" in exposition
         proc.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(proc.wait(), 30)
         await asyncio.wait_for(drain, 5)
