@@ -364,6 +364,16 @@ class CallManager:
                     self.sip.reject(call.leg.handle, 480, "Temporarily Unavailable")
             if call.agent_leg is not None and not call.agent_leg.ended:
                 call.agent_leg.hangup()
+        # The hook sees the finished call: the application's results (IVR trace, agent) and the end reason.
+        try:
+            await asyncio.wait_for(call.leg._ended.wait(), 40.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        if self.on_call_ended is not None:
+            try:
+                self.on_call_ended(call)
+            except Exception:
+                log.exception("on_call_ended hook failed")
 
     async def _answer(self, call: Call) -> None:
         leg = call.leg
@@ -430,11 +440,6 @@ class CallManager:
         if call is not None:
             self.stats["completed"] += 1
             log.info("call ended", extra={"call_id": call.id, "reason": leg.end_reason.value})
-            if self.on_call_ended is not None:
-                try:
-                    self.on_call_ended(call)
-                except Exception:
-                    log.exception("on_call_ended hook failed")
 
     # ------------------------------------------------------------------ outgoing legs (agents, callbacks)
 
