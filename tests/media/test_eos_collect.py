@@ -75,8 +75,7 @@ def test_chunking_independent():
 
 def test_real_speech_is_detected_and_ends():
     files = sorted(glob.glob(str(SHARED / "voice_data/audio/librispeech_test-other/*/*.wav")))[:5]
-    if not files:
-        pytest.skip("shared voice data not present")
+    assert files, f"no speech under {SHARED}/voice_data: the shared data set must sit beside the repository"
     for f in files:
         _, x = wavfile.read(f)
         pcm = np.concatenate([noise(0.5, -65), x.astype(np.int16), noise(3.0, -65)])

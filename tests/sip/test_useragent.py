@@ -320,7 +320,7 @@ def test_tcp_responses_use_the_connection():
 
 
 def test_outgoing_call_with_401_then_authenticated_retry():
-    digest = pytest.importorskip("ivr.sip.digest")
+    from ivr.sip import digest
     auth = digest.DigestAuthenticator("pbx.example", b"0123456789abcdef0123456789abcdef")
     ua = make_ua()
     handle = ua.invite("sip:500@10.0.0.7:5070", "sip:ivr@192.0.2.1", SDP, credentials=("ivr", "pw"), now=0.0)
