@@ -299,6 +299,9 @@ def _parse(data: bytes, max_size: int, max_headers: int) -> SipRequest | SipResp
             raise error or RemoteProtocolError("Malformed request line")
 
     headers = _parse_headers(lines, max_headers, drop)
+    if error is None and "\x00" in text and re.search(r"(?<!\\)\x00", text):
+        # only a quoted-pair may hold a NUL (RFC 4475 3.1.1.2); passed on it truncates C strings and PostgreSQL refuses it
+        error = RemoteProtocolError("NUL byte in the start line or headers", drop)
 
     if error is None:
         try:
