@@ -117,7 +117,8 @@ class ServeProcess:
             if predicate(rows):
                 return rows
             if loop.time() > deadline:
-                raise AssertionError(f"database never satisfied the condition: {sql} -> {rows}\n" + self.log[-2000:])
+                raise AssertionError(f"database never satisfied the condition: {sql} -> {str(rows)[:3000]}\n"
+                                     + self.log[-2000:])
             await asyncio.sleep(0.1)
 
 
