@@ -7,6 +7,7 @@ to subprocesses; each worker owns its encoder and runs torch with one intra-op t
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import queue
 import threading
@@ -126,6 +127,7 @@ class EncoderPool:
         return await fut
 
     def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future) -> None:
+        _lower_priority()
         try:
             if self._torch_threads:
                 import torch
@@ -190,3 +192,12 @@ def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(value)
+
+
+def _lower_priority(niceness: int = 10) -> None:
+    """Make this worker thread yield the CPU to the event loop (RTP pacing) when both want it: Linux schedules
+    threads individually, so a nice value on the thread's own id leaves the rest of the process untouched."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: embeddings just compete as equals
