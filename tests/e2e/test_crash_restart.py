@@ -20,7 +20,7 @@ from tests.e2e.test_shutdown import ServeProcess
 
 pytestmark = [pytest.mark.sipp, pytest.mark.timeout(180)]
 
-CALLS = 20
+CALLS, HANG_UPS = 20, 2
 # a demo customer (identified by caller ID): "2" in the main menu (cards), "2" in the sub-menu (other); the
 # timings are those of tests/e2e/test_demo_ivr.py. The IVR then hands the call over and the server hangs up.
 CALLER, MENU, SUBMENU = "+393471000002", 6000, 2500
@@ -37,23 +37,40 @@ MOMENTS = {
     "arriving": lambda rows: 5 <= len(rows) < CALLS,
     # every caller answered and in the IVR, none finished
     "all_in_ivr": lambda rows: len(rows) == CALLS and not any(r[1] == "ended" for r in rows),
-    # the first calls have finished the IVR while most are in progress
+    # the callers who hang up early have ended, most calls are in progress
     "some_ended": lambda rows: any(r[1] == "ended" for r in rows) and len(_active(rows)) >= CALLS // 2,
 }
 
 
-async def _start_callers(address: str, tmp: Path, rtp_port: int, tag: str) -> asyncio.subprocess.Process:
-    """One SIPp with 20 IVR callers, as a process this test can kill (the server it talks to dies mid-call)."""
+async def _spawn_sipp(address: str, tmp: Path, scenario: str, calls: int, cid: str, variables: dict):
     assert SIPP, "sipp is not installed: run scripts/setup.sh --test"
-    variables = {"caller": CALLER, "dialed": "800100", "rtpport": rtp_port, "d1": "2", "p1": MENU,
-                 "d2": "2", "p2": SUBMENU, "d3": "-", "p3": 0}
-    args = [SIPP, address, "-sf", str(SCENARIOS / "uac_ivr_dtmf.xml"), "-i", "127.0.0.1", "-p",
-            str(free_udp_port()), "-mp", str(sipp_media_port()), "-m", str(CALLS), "-r", "10", "-timeout", "60",
-            "-nostdin", "-cid_str", tag + "-%u@%s", "-t", "u1"]
+    args = [SIPP, address, "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(free_udp_port()),
+            "-mp", str(sipp_media_port()), "-m", str(calls), "-r", "10", "-timeout", "60", "-nostdin",
+            "-cid_str", cid, "-t", "u1"]
     for k, v in variables.items():
         args += ["-set", k, str(v)]
     return await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.DEVNULL, cwd=tmp)
+
+
+async def _start_callers(address: str, tmp: Path, rtp_port: int, tag: str) -> list[asyncio.subprocess.Process]:
+    """SIPp callers as processes this test can kill (the server they talk to dies mid-call): 18 demo customers
+    who choose in the menus and wait for the server to end the call, and 2 unknown callers who hang up during the
+    account prompt (so some calls end whatever the IVR does after the menus: closed message or queue)."""
+    ivr = await _spawn_sipp(address, tmp, "uac_ivr_dtmf.xml", CALLS - HANG_UPS, tag + "-ivr%u@%s",
+                            {"caller": CALLER, "dialed": "800100", "rtpport": rtp_port, "d1": "2", "p1": MENU,
+                             "d2": "2", "p2": SUBMENU, "d3": "-", "p3": 0})
+    hang_up = await _spawn_sipp(address, tmp, "uac_basic.xml", HANG_UPS, tag + "-hup%u@%s",
+                                {"caller": "+393330000199", "dialed": "800100", "rtpport": rtp_port,
+                                 "hold": 3000})
+    return [ivr, hang_up]
+
+
+async def _kill(procs: list[asyncio.subprocess.Process]) -> None:
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            p.kill()
+        await p.wait()
 
 
 def _path(value) -> list:
@@ -68,9 +85,7 @@ async def _kill_and_restart(server: ServeProcess, tmp: Path, rtp_port: int, mome
         server.kill9()
         assert await server.wait_exit(10) == -signal.SIGKILL
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            sipp.kill()
-        await sipp.wait()
+        await _kill(sipp)
 
     assert server.rows("pragma integrity_check") == [("ok",)]
     after = {r[0]: r for r in server.rows(RECORDS)}
@@ -129,16 +144,14 @@ async def test_ivr_steps_are_committed_while_the_call_is_in_the_ivr(tmp_path):
         await server.start()
         sipp = await _start_callers(server.address, tmp_path, sink.port, "steps")
         # the voice step logs its decision after welcome, identification, greeting and two menus
-        await server.wait_line(r"voice verification \[call steps-1@", timeout=60)
+        await server.wait_line(r"voice verification \[call steps-ivr1@", timeout=60)
         rows = server.rows(RECORDS)
-        first = [r for r in rows if r[0] == "steps-1@127.0.0.1"]
+        first = [r for r in rows if r[0] == "steps-ivr1@127.0.0.1"]
         assert first and first[0][1] == "active", first
         nodes = [e.get("node") for e in _path(first[0][2]) if e.get("event") == "node"]
         assert nodes[:3] == ["welcome", "identify", "greet"], nodes
     finally:
         sink.close()
         if sipp is not None:
-            with contextlib.suppress(ProcessLookupError):
-                sipp.kill()
-            await sipp.wait()
+            await _kill(sipp)
         await server.stop()
