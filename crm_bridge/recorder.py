@@ -184,6 +184,12 @@ class CallRecorder:
             return TicketLink(rec.ticket_id or 0, linked)
         return await self._step(fn)
 
+    async def ivr_progress(self, call_id: str, path: Sequence[Any]) -> None:
+        """The IVR path so far, committed while the caller is still in the IVR (a crash keeps it)."""
+        def fn(s: Session) -> None:
+            self._record(s, call_id).ivr_path = list(path)
+        await self._step(fn)
+
     async def ivr_finished(self, call_id: str, path: Sequence[Any], exit: m.IvrExit | str,
                            at: datetime | None = None) -> None:
         now = at or self.clock()

@@ -47,6 +47,8 @@ class IvrServices(Protocol):
 
     async def transfer(self, call: Call, uri: str) -> None: ...
 
+    async def ivr_progress(self, call: Call, ctx: CallContext, trace: IvrTrace) -> None: ...
+
     async def ivr_finished(self, call: Call, ctx: CallContext, trace: IvrTrace, outcome: A.Finished) -> None: ...
 
 
@@ -85,6 +87,8 @@ class FlowCallApplication:
                 if event is None:
                     break
                 actions = run.handle(event, self.clock())
+                if not isinstance(event, A.PlayFinished) and not run.finished:
+                    await self.services.ivr_progress(call, ctx, run.trace)
         except CallerHungUp:
             if not run.finished:
                 run.handle(A.CallerHungUp(), self.clock())

@@ -305,6 +305,7 @@ class QueueService:
         customer = call.variables.get("customer") or {}
         context = {
             "customer": customer or None, "customer_id": action.customer_id, "service": action.service,
+            "queue": action.queue,
             "language": language, "identified_by": action.identified_by, "verified": action.verified,
             "ivr_path": list(getattr(trace, "path", []) or []), "ani": call.ani, "dnis": call.dnis,
             "origin": list(call.source), "queued_wall": self.wall_clock(),

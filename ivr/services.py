@@ -57,7 +57,7 @@ RECORD_EXIT = {A.IvrExit.QUEUED: "queued", A.IvrExit.TRANSFERRED: "transferred",
                A.IvrExit.ABANDONED: "hung_up", A.IvrExit.ERROR: "error"}
 
 
-def ivr_path(trace: IvrTrace, ctx: CallContext, outcome: A.Finished) -> list[dict[str, Any]]:
+def ivr_path(trace: IvrTrace, ctx: CallContext, outcome: A.Finished | None) -> list[dict[str, Any]]:
     """The call record's IVR path: nodes, prompts, digits (secret ones masked by the trace) and results in time
     order, then one ``exit`` entry with where the call went (queue, service, priority, flags for routing)."""
     d = trace.to_dict()
@@ -68,6 +68,8 @@ def ivr_path(trace: IvrTrace, ctx: CallContext, outcome: A.Finished) -> list[dic
     for key, kind in (("digits", "digits"), ("results", "result"), ("steps", "node"), ("prompts", "prompt")):
         events += [{"event": kind, **e} for e in d.get(key, [])]
     events.sort(key=lambda e: (e["t"], rank[e["event"]]))
+    if outcome is None:
+        return events  # still in the IVR
     events.append({"event": "exit", "t": trace.ended_at, "exit": outcome.outcome.value, "detail": outcome.detail,
                    "queue": ctx.queue, "service": ctx.service, "priority": ctx.priority, "skills": list(ctx.skills),
                    "critical": bool(ctx.variables.get("critical")), "customer_id": ctx.customer_id,
@@ -202,6 +204,11 @@ class ContactCentreServices:
         except Exception as exc:
             log.warning("voice enrollment failed: %s", exc)
             return A.VoiceResult("error")
+
+    async def ivr_progress(self, call: Call, ctx: CallContext, trace: IvrTrace) -> None:
+        """Commit the path so far after each caller input, so a crash mid-IVR keeps what the caller did."""
+        path = ivr_path(trace, ctx, None)
+        await self._record_step("ivr progress", lambda r: r.ivr_progress(call.id, path))
 
     async def ivr_finished(self, call: Call, ctx: CallContext, trace: IvrTrace, outcome: A.Finished) -> None:
         if ctx.service:

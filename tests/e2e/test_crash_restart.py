@@ -133,9 +133,6 @@ async def test_kill9_at_three_moments_loses_no_committed_record_and_restart_clos
         await server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7 asks for IVR paths committed as the call progresses; "
-                   "ivr/services.py writes call_records.ivr_path only when the IVR finishes, so a crash loses "
-                   "the path of every call still in the IVR")
 async def test_ivr_steps_are_committed_while_the_call_is_in_the_ivr(tmp_path):
     server = ServeProcess(tmp_path)
     sink = await RtpSink().open()
