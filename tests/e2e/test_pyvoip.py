@@ -1,5 +1,7 @@
-"""pyVoIP 1.6.8, an independent SIP/RTP implementation, registers (its REGISTER is answered by the server's
-SIP stack, not patched away), calls, and hears the greeting through its own G.711 decoder and 8-bit PCM.
+"""pyVoIP 1.6.8, an independent SIP/RTP implementation, against the server's stack in both roles: as the caller
+it registers (its REGISTER is answered by the server's SIP stack, not patched away), calls, and hears the
+greeting through its own G.711 decoder and 8-bit PCM; as a registered phone it is called by the server's
+outbound leg (as routing rings an agent) and audio flows both ways until the server's BYE.
 
 The registrar here accepts any REGISTER: the server's digest registrar (ivr.sip.registrar) requires qop=auth and
 a digest-uri equal to the Request-URI, and pyVoIP 1.6.8 sends an RFC 2069 digest (no qop, no cnonce) over
@@ -125,3 +127,69 @@ async def test_pyvoip_registers_calls_and_hears_the_greeting():
     assert app.ended == [EndReason.BYE_LOCAL], how
     assert "ENDED" in how  # it took the server's BYE
     assert heard_share(heard, GREETING) >= 0.8
+
+
+_RAW_VOICE = load_wav_8k(FIXTURES / "voices" / "ls-2414" / "2414-128291-0000.wav")
+# peak at -3 dBFS: pyVoIP carries audio as 8-bit PCM, whose quantisation noise (-48 dBFS) would otherwise be
+# as loud as the quiet syllables of this recording (-45 dBFS)
+VOICE = (_RAW_VOICE * (0.7 * 32767 / np.abs(_RAW_VOICE).max())).astype(np.int16)
+
+
+def to_unsigned_8bit(pcm: np.ndarray) -> bytes:
+    return ((pcm.astype(np.int32) >> 8) + 128).clip(0, 255).astype(np.uint8).tobytes()
+
+
+@dataclass
+class AnsweringPhone:
+    """pyVoIP as the called phone (what an agent's softphone is to the server): answers, speaks, listens until
+    the server hangs up. Runs on pyVoIP's own threads."""
+
+    heard: list[bytes] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def on_call(self, call) -> None:
+        try:
+            call.answer()
+            call.write_audio(to_unsigned_8bit(np.concatenate([np.zeros(4000, np.int16), VOICE])))
+            next_read = time.monotonic() + 0.5
+            deadline = time.monotonic() + 15
+            while call.state == pv.CallState.ANSWERED and time.monotonic() < deadline:
+                time.sleep(max(0.0, next_read - time.monotonic()))
+                self.heard.append(call.read_audio(160, blocking=False))
+                next_read += 0.02
+            self.states.append(str(call.state))
+        finally:
+            self.done.set()
+
+
+async def test_server_calls_registered_pyvoip_audio_both_ways_and_bye():
+    """The outbound leg (CallManager.originate, as routing rings an agent's phone) against an independent UAS.
+    pyVoIP sends every response to the server it registered with, so the call must come from that server."""
+    loop = asyncio.get_running_loop()
+    phone_app = AnsweringPhone()
+    sip_port = free_udp_port()
+    low = random.randint(20000, 30000) // 2 * 2
+    registrar = OpenRegistrar()
+    received: list[np.ndarray] = []
+    async with running_server(GreetApp(registrar)) as srv:
+        srv.sip.ua.set_registrar(registrar)
+        phone = pv.VoIPPhone("127.0.0.1", srv.port, USER, PASSWORD, myIP="127.0.0.1", sipPort=sip_port,
+                             rtpPortLow=low, rtpPortHigh=low + 100, callCallback=phone_app.on_call)
+        await loop.run_in_executor(None, phone.start)
+        try:
+            assert registrar.bound() == [USER]
+            leg = await srv.manager.originate(f"sip:{USER}@127.0.0.1:{sip_port}", "sip:800100@127.0.0.1",
+                                              ring_timeout=10)
+            leg.session.add_audio_listener(lambda _s, _p, pcm: received.append(pcm) if pcm is not None else None)
+            await leg.session.play(GREETING)
+            await asyncio.sleep(1.0)  # pyVoIP reads half a second behind; it speaks 0.5 s to 3.4 s
+            leg.hangup()
+            await asyncio.wait_for(leg.wait_ended(), 5)
+            assert await loop.run_in_executor(None, phone_app.done.wait, 10)
+        finally:
+            await loop.run_in_executor(None, phone.stop)
+    assert leg.end_reason is EndReason.BYE_LOCAL
+    assert phone_app.states == ["CallState.ENDED"]  # pyVoIP took our BYE
+    assert heard_share(from_unsigned_8bit(b"".join(phone_app.heard)), GREETING) >= 0.8  # our prompt, its decoder
+    assert heard_share(np.concatenate(received), VOICE) >= 0.8  # its voice, its encoder
