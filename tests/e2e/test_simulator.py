@@ -151,3 +151,25 @@ def test_lost_packets_leave_gaps_instead_of_shifting_the_timeline():
     audio = tl.audio()
     assert len(audio) == 50 * 160
     assert not audio[10 * 160:13 * 160].any() and audio[13 * 160:].all()
+
+
+@dataclass
+class RingForeverApp:
+    ended: list[EndReason | None] = field(default_factory=list)
+
+    async def run(self, call: Call) -> None:
+        await call.ring()
+        await call.leg.wait_ended()
+        self.ended.append(call.leg.end_reason)
+
+
+async def test_no_answer_is_reported_and_the_server_sees_the_cancel():
+    app = RingForeverApp()
+    async with running_server(app) as srv:
+        result = await simulate(srv.address, "+393471000005", "800100", ring_timeout=1.5, duration=5)
+        for _ in range(40):
+            if app.ended:
+                break
+            await asyncio.sleep(0.05)
+    assert not result.answered and result.status == 408
+    assert app.ended == [EndReason.CANCELLED]
