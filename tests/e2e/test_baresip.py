@@ -18,6 +18,7 @@ import pytest
 
 from ivr.calls import Call
 from ivr.media.audio import load_wav_8k, write_wav
+from ivr.media.dtmf import DtmfSource
 from ivr.sip.events import EndReason
 from tests.conftest import FIXTURES
 from tests.e2e.harness import best_correlation, running_server
@@ -57,15 +58,17 @@ class GreetThenRecordApp:
         self.ended.append(call.leg.end_reason)
 
 
-def write_config(conf: Path, voice_wav: Path, dump_dir: Path) -> None:
+def write_config(conf: Path, voice_wav: Path, dump_dir: Path, keyboard: bool = False) -> None:
     conf.mkdir(parents=True, exist_ok=True)
     dump_dir.mkdir(parents=True, exist_ok=True)
     (conf / "accounts").write_text(f"<sip:{CALLER}@127.0.0.1>;regint=0\n")
     (conf / "contacts").write_text("")
+    keyboard_module = "module stdio.so\n" if keyboard else ""  # keys on stdin: typed in a call, sent as RFC 4733
     (conf / "config").write_text(
         "poll_method epoll\n"
         "sip_listen 127.0.0.1:0\n"
         f"module_path {MODULE_PATH}\n"
+        f"{keyboard_module}"
         "module g711.so\n"
         "module aufile.so\n"
         "module sndfile.so\n"
@@ -75,12 +78,16 @@ def write_config(conf: Path, voice_wav: Path, dump_dir: Path) -> None:
         f"snd_path {dump_dir}\n")
 
 
-async def run_baresip(conf: Path, target: str, quit_after: int, cwd: Path) -> str:
-    """Dial ``target`` and wait for baresip to quit (``-t``); killed if it outlives that by far."""
+async def run_baresip(conf: Path, target: str, quit_after: int, cwd: Path, keys=None) -> str:
+    """Dial ``target`` and wait for baresip to quit (``-t``); killed if it outlives that by far. ``keys``, an
+    async function given baresip's stdin, types on its keyboard."""
     proc = await asyncio.create_subprocess_exec(
         BARESIP, "-f", str(conf), "-e", f"/dial {target}", "-t", str(quit_after), cwd=str(cwd),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        stdin=asyncio.subprocess.PIPE if keys else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
+        if keys:
+            await asyncio.wait_for(keys(proc.stdin), quit_after)
         out, _ = await asyncio.wait_for(proc.communicate(), quit_after + 10)
     finally:
         if proc.returncode is None:
@@ -128,6 +135,43 @@ async def test_baresip_call_server_records_its_voice_and_it_hears_the_greeting(t
     assert dumps, f"baresip wrote no dump-*-dec.wav\n{log}"
     heard = load_wav_8k(dumps[-1])
     assert fraction_heard(heard, GREETING) >= 0.8, log
+
+
+
+@dataclass
+class DigitsApp:
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    digits: list[str] = field(default_factory=list)
+    sources: list[DtmfSource] = field(default_factory=list)
+
+    async def run(self, call: Call) -> None:
+        await call.answer()
+        call.session.add_dtmf_listener(lambda _s, d: self.sources.append(d.source))
+        self.answered.set()
+        result = await call.collect_digits(6, first_timeout=8, inter_digit_timeout=4, terminator="#")
+        self.digits.append(result.digits)
+        call.hangup()
+
+
+async def test_baresip_keypad_digits_arrive_as_rfc4733(tmp_path):
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, np.zeros(10 * 8000, np.int16))
+    conf = tmp_path / "conf"
+    write_config(conf, silence, tmp_path / "dump", keyboard=True)
+    app = DigitsApp()
+
+    async def type_digits(stdin: asyncio.StreamWriter) -> None:
+        await app.answered.wait()
+        await asyncio.sleep(0.5)
+        for key in "1379#":
+            stdin.write(key.encode())
+            await stdin.drain()
+            await asyncio.sleep(0.3)
+
+    async with running_server(app) as srv:
+        log = await run_baresip(conf, f"sip:800100@127.0.0.1:{srv.port}", 6, tmp_path, keys=type_digits)
+    assert app.digits == ["1379"], log
+    assert app.sources == [DtmfSource.RFC4733] * 5  # one event per key press, no in-band duplicate
 
 
 def fraction_heard(heard: np.ndarray, reference: np.ndarray, piece: int = 4000) -> float:
