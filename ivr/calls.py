@@ -35,6 +35,7 @@ from ivr.sip.events import (
     ReInviteReceived,
 )
 from ivr.sip.identity import CallerIdentity, extract_identity
+from ivr.sip.useragent import CallStateError
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,10 @@ class CallManager:
                 if call.leg.state is LegState.ANSWERED:
                     call.leg.hangup()
                 else:
-                    self.sip.reject(call.leg.handle, 480, "Temporarily Unavailable")
+                    try:
+                        self.sip.reject(call.leg.handle, 480, "Temporarily Unavailable")
+                    except CallStateError:
+                        pass  # the application's reject or the caller's CANCEL ended it; CallEnded is queued
             if call.agent_leg is not None and not call.agent_leg.ended:
                 call.agent_leg.hangup()
         # The hook sees the finished call: the application's results (IVR trace, agent) and the end reason.

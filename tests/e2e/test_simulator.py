@@ -110,7 +110,10 @@ async def test_timed_script_caller_hangs_up_at_duration():
 
 @dataclass
 class BusyApp:
+    calls: list[Call] = field(default_factory=list)
+
     async def run(self, call: Call) -> None:
+        self.calls.append(call)
         call.reject(486, "Busy Here")
 
 
@@ -173,3 +176,18 @@ async def test_no_answer_is_reported_and_the_server_sees_the_cancel():
             await asyncio.sleep(0.05)
     assert not result.answered and result.status == 408
     assert app.ended == [EndReason.CANCELLED]
+
+
+async def test_a_call_the_application_rejects_still_reaches_on_call_ended():
+    """Regression: after the application's own reject, the call layer's fallback 480 hit the SIP layer's
+    'unknown or finished call' error, which escaped the call task and skipped the on_call_ended hook (no call
+    record, no metrics for calls the application turned away)."""
+    app = BusyApp()
+    ended: list[Call] = []
+    async with running_server(app) as srv:
+        srv.manager.on_call_ended = ended.append
+        result = await simulate(srv.address, "+393471000006", "800100", duration=5)
+        await asyncio.wait_for(app.calls[0].task, 5)
+    assert result.status == 486
+    assert app.calls[0].task.exception() is None
+    assert ended == app.calls and ended[0].leg.end_reason is EndReason.REJECTED
