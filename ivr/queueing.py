@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -142,6 +142,9 @@ class QueueService:
         self._reconciler: asyncio.Task | None = None
         self.history: list[RoutingEvent] = []        # recent events for tests and the desktop's first load
         self.max_history = 2000
+        # ``await post_call(call, context, agent_id)`` runs when the agent hung up first and the caller is still
+        # on the line (the post-call survey); the agent is already in wrap-up by then.
+        self.post_call: Callable[[Call, dict, str], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------------------------------------ driving
     def now(self) -> float:
@@ -516,14 +519,29 @@ class QueueService:
             caller_end.cancel()
             agent_end.cancel()
             await bridge.stop()
+            call.bridge = None
             if by is CallEndedBy.AGENT and self.recorder is not None:
                 with contextlib.suppress(Exception):
                     await self.recorder.ended(call.id, "agent_hangup")
             leg.hangup()
-            call.hangup()
+            context = self._context_of(call.id)
             with contextlib.suppress(RoutingError):
                 self.drive(lambda now: self.engine.call_ended(call.id, now=now, by=by))
             self._notify("ended", conn.agent_id, call.id)
+            if by is CallEndedBy.AGENT and self.post_call is not None and not call.leg.ended:
+                try:
+                    await self.post_call(call, context, conn.agent_id)
+                except CallerHungUp:
+                    pass
+                except Exception:
+                    log.exception("call %s: post-call step failed", call.id)
+            call.hangup()
+
+    def _context_of(self, call_id: str) -> dict:
+        try:
+            return dict(self.engine.call(call_id).context)
+        except RoutingError:
+            return {}
 
     # ------------------------------------------------------------------------------------------ the agent
     def _from_uri(self, ctx: dict, queue: str) -> str:
