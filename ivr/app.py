@@ -60,6 +60,19 @@ def voice_keyring(cfg: ServerConfig):
     return KeyRing.from_file(path)
 
 
+def rest_crm_config(cfg: ServerConfig):
+    """server.yaml's ``crm.rest`` as the adapter's configuration, or None for the built-in SQL CRM."""
+    from crm_bridge.rest import RestCrmConfig, RestOp
+
+    if cfg.crm.adapter != "rest" or cfg.crm.rest is None:
+        return None
+    r = cfg.crm.rest
+    ops = {name: RestOp(t.partition(" ")[0].upper(), t.partition(" ")[2].strip()) for name, t in r.ops.items()}
+    return RestCrmConfig(base_url=r.base_url, ops=ops, auth_header=r.auth_header, auth_env=r.auth_env,
+                         auth_prefix=r.auth_prefix, timeout=r.timeout, retries=r.retries, cache_ttl=r.cache_ttl,
+                         breaker_failures=r.breaker_failures, breaker_reset=r.breaker_reset)
+
+
 def known_queue_names(queues_path: Path) -> tuple[set[str] | None, set[str] | None]:
     from routing.config import load_routing_config
 
@@ -102,15 +115,17 @@ class Server:
             await voice.pool.close()
         # call-ended records are written by tasks the manager started: let them land before closing the DB
         await asyncio.sleep(0.2)
+        stack = self.extras.get("crm_stack")
+        if stack is not None:
+            await stack.close()
         self.db.close()
 
 
 async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time.time) -> Server:
     from crm_bridge import metrics
-    from crm_bridge.crm import SqlCrmAdapter
     from crm_bridge.db import Database
     from crm_bridge.migrate import upgrade_database
-    from crm_bridge.recorder import CallRecorder
+    from crm_bridge.wiring import build_crm_stack
     from ivr.flow.holder import ConfigHolder
     from ivr.flow.validate import load_ivr_config
     from ivr.flow_runner import FlowCallApplication
@@ -134,11 +149,12 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
 
         result = await db.run(lambda s: seed(s))
         log.info("demo data loaded: %s", result)
-    recorder = CallRecorder(db)
+    stack = build_crm_stack(db, rest_crm_config(cfg))
+    server.extras["crm_stack"] = stack
+    recorder, crm = stack.recorder, stack.crm
     closed = await recorder.close_stale_calls()
     if closed:
         log.warning("closed %d call records left active by the previous run", closed)
-    crm = SqlCrmAdapter(db)
 
     queues_path = cfg.resolve(cfg.ivr.queues)
     queues, skills = known_queue_names(queues_path)
@@ -278,7 +294,8 @@ async def _start_web(server: Server, crm, recorder, voice) -> None:
 
     deps = WebDeps(db=server.db, crm=crm, agents=server.extras.get("agent_control"),
                    wallboard=server.extras.get("wallboard"), voice=voice, reload_config=reload_config,
-                   recorder=recorder, hub=hub, admin_token=cfg.web.admin_token, agent_key="extension")
+                   recorder=recorder, hub=hub, admin_token=cfg.web.admin_token, agent_key="extension",
+                   **({"session_secret": cfg.web.session_secret.encode()} if cfg.web.session_secret else {}))
     runner = web.AppRunner(create_web_app(deps), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.web.host, cfg.web.port)

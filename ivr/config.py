@@ -23,6 +23,7 @@ ENV_PREFIX = "CONTACT_SERVER__"
 SHORT_ENV = {
     "CONTACT_SERVER_DATABASE_URL": ("database", "url"),
     "CONTACT_SERVER_ADMIN_TOKEN": ("web", "admin_token"),
+    "CONTACT_SERVER_SESSION_SECRET": ("web", "session_secret"),
 }
 
 
@@ -115,6 +116,61 @@ class WebConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     admin_token: str | None = None
+    session_secret: str | None = Field(
+        None, min_length=16,
+        description="HMAC key of the desktop's session cookies: set it (CONTACT_SERVER_SESSION_SECRET) so agents "
+                    "stay logged in across restarts and every node of a scaled-out deployment accepts them")
+
+
+_CRM_OPS = ("lookup_by_phone", "get_customer", "verify_pin", "create_ticket", "update_ticket", "close_ticket",
+            "log_interaction", "open_tickets", "recent_contacts", "find_open_ticket", "call_record")
+
+
+class RestCrmSection(_Strict):
+    """An external CRM over HTTP; ``ops`` overrides URL templates as ``"METHOD /path/{placeholder}"``."""
+
+    base_url: str
+    ops: dict[str, str] = {}
+    auth_header: str = "Authorization"
+    auth_env: str | None = Field("CRM_API_TOKEN", description="environment variable holding the token")
+    auth_prefix: str = "Bearer "
+    timeout: float = Field(2.0, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=10)
+    cache_ttl: float = Field(60.0, ge=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset: float = Field(30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL (e.g. https://crm.example.com/api)")
+        return v.rstrip("/")
+
+    @field_validator("ops")
+    @classmethod
+    def _ops(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, template in v.items():
+            if name not in _CRM_OPS:
+                raise ValueError(f"unknown CRM operation {name!r}; known: {', '.join(_CRM_OPS)}")
+            method, _, path = template.partition(" ")
+            if method.upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE") or not path.startswith("/"):
+                raise ValueError(f"{name}: {template!r} must read 'METHOD /path', e.g. 'GET /customers/{{customer_id}}'")
+        return v
+
+
+class CrmSection(_Strict):
+    """Where customer records live: the built-in SQL tables, or an external CRM reached over REST (reads
+    through a cache and circuit breaker, writes queued durably in the outbox)."""
+
+    adapter: Literal["sql", "rest"] = "sql"
+    rest: RestCrmSection | None = None
+
+    @model_validator(mode="after")
+    def _rest_needs_section(self) -> "CrmSection":
+        if self.adapter == "rest" and self.rest is None:
+            raise ValueError("crm.adapter is 'rest' but there is no crm.rest section: add crm.rest.base_url")
+        return self
 
 
 class LoggingConfig(_Strict):
@@ -129,6 +185,7 @@ class ServerConfig(_Strict):
     ivr: IvrSection = IvrSection()
     voice: VoiceConfig = VoiceConfig()
     web: WebConfig = WebConfig()
+    crm: CrmSection = CrmSection()
     logging: LoggingConfig = LoggingConfig()
 
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -166,7 +223,7 @@ def apply_env_overrides(data: dict, environ: dict[str, str]) -> list[str]:
             if not isinstance(node, dict):
                 break
         else:
-            node[path[-1]] = value if path[-1] in ("url", "admin_token") else _parse_env_value(value)
+            node[path[-1]] = value if path[-1] in ("url", "admin_token", "session_secret") else _parse_env_value(value)
             applied.append(".".join(path))
     return applied
 
