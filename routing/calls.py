@@ -35,6 +35,7 @@ class CallEntry:
     state: CallState = CallState.WAITING
     agent_id: str | None = None
     target_agent: str | None = None        # transferred to a named agent: only they may take it
+    consult_of: str | None = None          # a warm-transfer consultation: the call whose agent asked for it
     callback_number: str | None = None
     callback_attempts: int = 0
     callback_not_before: float = 0.0
@@ -50,3 +51,8 @@ class CallEntry:
     @property
     def is_callback(self) -> bool:
         return self.callback_number is not None
+
+
+def consult_id(call_id: str) -> str:
+    """The id of the consultation entry of ``call_id`` (at most one at a time)."""
+    return f"{call_id}~consult"

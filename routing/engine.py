@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any, Iterable, Mapping
 
-from routing.calls import CallEntry, CallState
+from routing.calls import CallEntry, CallState, consult_id
 from routing.config import MaxWaitAction, RoutingConfig
 from routing.errors import (AgentUnavailable, BadRequest, DuplicateCall, IllegalTransition, OfferNotPending,
                             UnknownAgent, UnknownCall, UnknownQueue)
 from routing.events import (Announce, AnnouncementKind, CallAbandoned, CallAnswered,
                             CallbackScheduled, CallEnded, CallEndedBy, CallLeftQueue, CallQueued, CallRequeued,
-                            CallTransferred, CancelOffer, Offer, OfferFailure, Overflow, OverflowKind,
+                            CallTransferred, CancelOffer, ConsultEnded, Offer, OfferFailure, Overflow, OverflowKind,
                             PlaceCallback, RoutingEvent, RoutingStepApplied)
 from routing.ewt import QueueStats, erlang_c_asa, position_ewt
 from routing.index import AgentPool, SkillIndex, SortedIndex
@@ -243,6 +243,10 @@ class RoutingEngine:
         call.answered_at = now
         call.offer_epoch += 1
         call.epoch += 1          # steps, max wait and announcements end with the wait
+        if call.consult_of is not None:
+            self._transition(agent, S.ON_CALL, now, acts, call_id=call_id)
+            self.store.save_call(call)
+            return acts
         waited = now - call.queue_entered_at
         call.waited_seconds = waited
         qc = self.config.queues[call.queue]
@@ -279,6 +283,7 @@ class RoutingEngine:
             return self.caller_abandoned(call_id, now=now)
         acts: Actions = []
         self._end_connected(call, now, by.value, acts)
+        self._drop_consult(call_id, now, "call_ended", acts)
         return acts
 
     def caller_abandoned(self, call_id: str, *, now: float) -> Actions:
@@ -290,6 +295,7 @@ class RoutingEngine:
         acts: Actions = []
         if call.state is CallState.CONNECTED:
             self._end_connected(call, now, CallEndedBy.CALLER.value, acts)
+            self._drop_consult(call_id, now, "call_ended", acts)
             return acts
         if call.state is CallState.WAITING and call.is_callback:
             return []
@@ -305,13 +311,18 @@ class RoutingEngine:
         return acts
 
     def transfer(self, call_id: str, *, now: float, to_queue: str | None = None, to_agent: str | None = None,
-                 context: Mapping[str, Any] | None = None, priority: float | None = None) -> Actions:
+                 context: Mapping[str, Any] | None = None, priority: float | None = None,
+                 note: str | None = None) -> Actions:
         """Blind transfer to a queue or a named agent; the context (customer, verification, IVR path, notes)
-        goes along with a 'transfers' trail. A connected call frees its agent into wrap-up; a call still in
-        line keeps its place."""
+        goes along with a 'transfers' trail (``note`` is kept in its entry). A connected call frees its agent
+        into wrap-up; a call still in line keeps its place."""
         if (to_queue is None) == (to_agent is None):
             raise BadRequest("transfer needs exactly one of to_queue or to_agent")
         call = self._call(call_id)
+        if call.consult_of is not None:
+            raise BadRequest(f"{call_id!r} is a consultation: complete or cancel it instead")
+        if self.store.get_call(consult_id(call_id)) is not None:
+            raise BadRequest(f"call {call_id!r} has a consultation in progress: complete or cancel it first")
         if to_queue is not None:
             self._queue_cfg(to_queue)
         target = None
@@ -332,7 +343,7 @@ class RoutingEngine:
             call.context.update(context)
         call.context.setdefault("transfers", []).append(
             {"at": now, "from_queue": from_queue, "from_agent": from_agent, "to_queue": to_queue,
-             "to_agent": to_agent})
+             "to_agent": to_agent, "note": note, "warm": False})
         if call.state is CallState.CONNECTED:
             self._end_connected(call, now, CallEndedBy.TRANSFER.value, acts, keep_call=True)
             call.arrived_at = now
@@ -356,6 +367,102 @@ class RoutingEngine:
             self._add_waiting(call)
             self._match_call(call, now, acts)
         return acts
+
+    # ------------------------------------------------------------------------------------ warm transfer
+    def consult(self, call_id: str, *, now: float, to_queue: str | None = None, to_agent: str | None = None,
+                note: str | None = None) -> Actions:
+        """Warm transfer, first step: ring a second agent (``to_agent``, or the best free agent of
+        ``to_queue``) to talk with the agent of the connected ``call_id`` while the caller holds.
+
+        The consultation is a call entry of its own (``consult_id(call_id)``) so that the consulted agent is
+        reserved and then on call like for any offer (never offered two calls). It rings only an agent who is
+        free now (AgentUnavailable otherwise), has no wait timers, never counts in queue statistics, and is
+        dropped (ConsultEnded), not requeued, when that agent does not answer."""
+        if (to_queue is None) == (to_agent is None):
+            raise BadRequest("a consultation needs exactly one of to_queue or to_agent")
+        call = self._call(call_id)
+        if call.consult_of is not None or call.state is not CallState.CONNECTED:
+            raise BadRequest(f"call {call_id!r} is not connected to an agent: only a call in conversation "
+                             "can be consulted on")
+        cid = consult_id(call_id)
+        if self.store.get_call(cid) is not None:
+            raise BadRequest(f"call {call_id!r} already has a consultation: complete or cancel it first")
+        if to_queue is not None:
+            self._queue_cfg(to_queue)
+        if to_agent is not None:
+            target = self._agent(to_agent)
+            if to_agent == call.agent_id:
+                raise BadRequest(f"agent {to_agent!r} cannot consult themselves")
+            if target.state is not S.AVAILABLE:
+                raise AgentUnavailable(to_agent, target.state.value)
+        ctx = dict(call.context)
+        ctx["consult"] = {"at": now, "from_agent": call.agent_id, "from_queue": call.queue, "note": note}
+        entry = CallEntry(call_id=cid, queue=to_queue or call.queue, seq=next(self._call_seq), arrived_at=now,
+                          queue_entered_at=now, base_priority=0.0, score=0.0, segment=call.segment,
+                          critical=call.critical, explicit_priority=call.explicit_priority,
+                          required_skills=None if to_queue else call.required_skills,
+                          extra_skills=() if to_queue else call.extra_skills, context=ctx,
+                          target_agent=to_agent, consult_of=call_id)
+        self._set_priority(entry)
+        self.store.save_call(entry)
+        self._add_waiting(entry)
+        acts: Actions = []
+        self._match_call(entry, now, acts)
+        if entry.state is not CallState.OFFERED:
+            self._forget(entry)
+            raise AgentUnavailable(to_agent or f"queue {to_queue}", "nobody free to consult now")
+        return acts
+
+    def consult_complete(self, call_id: str, *, now: float) -> Actions:
+        """Warm transfer, last step: the consulted agent takes the caller; the first agent goes to wrap-up."""
+        call = self._call(call_id)
+        cons = self.store.get_call(consult_id(call_id))
+        if cons is None:
+            raise BadRequest(f"call {call_id!r} has no consultation to complete")
+        if cons.state is not CallState.CONNECTED or cons.agent_id is None:
+            raise BadRequest(f"the consulted agent has not answered yet (consultation {cons.state.value})")
+        if call.state is not CallState.CONNECTED:
+            raise BadRequest(f"call {call_id!r} is {call.state.value}, not in conversation")
+        b = self._agent(cons.agent_id)
+        acts: Actions = []
+        from_agent, from_queue = call.agent_id, call.queue
+        to_queue = None if cons.target_agent else cons.queue
+        call.context.setdefault("transfers", []).append(
+            {"at": now, "from_queue": from_queue, "from_agent": from_agent, "to_queue": to_queue,
+             "to_agent": b.id, "note": (cons.context.get("consult") or {}).get("note"), "warm": True})
+        self._end_connected(call, now, CallEndedBy.TRANSFER.value, acts, keep_call=True)
+        self._forget(cons)
+        acts.append(CallTransferred(now, call_id, from_queue, from_agent, to_queue, b.id))
+        call.queue = cons.queue
+        call.state = CallState.CONNECTED
+        call.agent_id = b.id
+        call.answered_at = now
+        b.call_id = call_id
+        self.store.save_agent(b)
+        self.store.save_call(call)
+        return acts
+
+    def consult_cancel(self, call_id: str, *, now: float, reason: str = "cancelled") -> Actions:
+        """End the consultation of ``call_id`` (the consulting agent goes back to the caller): a ringing
+        consulted agent is cancelled and available again, a talking one is available again (no wrap-up: there
+        was no customer on that leg). No consultation: nothing happens."""
+        acts: Actions = []
+        self._drop_consult(call_id, now, reason, acts)
+        return acts
+
+    def _drop_consult(self, call_id: str, now: float, reason: str, acts: Actions) -> None:
+        cons = self.store.get_call(consult_id(call_id))
+        if cons is None:
+            return
+        agent = self._agent(cons.agent_id) if cons.agent_id else None
+        state = cons.state
+        self._forget(cons)
+        if agent is not None and agent.call_id == cons.call_id:
+            if state is CallState.OFFERED:
+                acts.append(CancelOffer(now, cons.call_id, agent.id, reason))
+            if agent.state in (S.RESERVED, S.ON_CALL):
+                self._set_available(agent, now, acts, reason=f"consult_{reason}")
+        acts.append(ConsultEnded(now, call_id, cons.call_id, cons.agent_id, reason))
 
     def request_callback(self, call_id: str, number: str, *, now: float) -> Actions:
         """The caller leaves a number and hangs up; they keep their place and are called back when reached."""
@@ -404,6 +511,7 @@ class RoutingEngine:
         freed (wrap-up after a call, available after a ring), and calls waiting without a dialog are dropped.
         Callbacks waiting in line have no dialog by design and are kept."""
         active = set(active_call_ids)
+        active |= {consult_id(c) for c in list(active)}      # a consultation lives as long as its call
         acts: Actions = []
         for call in list(self.store.calls()):      # first, so that freed agents are not offered dead calls
             if call.state is CallState.WAITING and not call.is_callback and call.call_id not in active:
@@ -709,6 +817,12 @@ class RoutingEngine:
         return call, self._agent(agent_id)
 
     def _fail_offer(self, call: CallEntry, agent: Agent, reason: str, now: float, acts: Actions) -> None:
+        if call.consult_of is not None:
+            agent.pending_pause = None
+            self._forget(call)
+            self._transition(agent, S.NOT_READY, now, acts, reason=reason)
+            acts.append(ConsultEnded(now, call.consult_of, call.call_id, agent.id, reason))
+            return
         call.state = CallState.WAITING
         call.agent_id = None
         call.offer_epoch += 1

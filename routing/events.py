@@ -169,6 +169,17 @@ class CallTransferred(RoutingEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class ConsultEnded(RoutingEvent):
+    """A warm-transfer consultation ended without completing: cancelled, or the consulted agent did not answer
+    (``reason`` is then the offer failure). The caller stays with ``from_agent``."""
+
+    call_id: str
+    consult_id: str
+    agent_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingStepApplied(RoutingEvent):
     call_id: str
     queue: str
