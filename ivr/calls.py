@@ -31,6 +31,7 @@ from ivr.sip.events import (
     OutgoingAnswered,
     OutgoingFailed,
     OutgoingProgress,
+    ReferReceived,
     ReInviteCompleted,
     ReInviteReceived,
 )
@@ -250,6 +251,9 @@ class CallManager:
         self.dtmf_mode_for = dtmf_mode_for
         self.limits = limits or CallLimits()
         self.on_call_ended = on_call_ended
+        # ``on_refer(leg, event)``: who acts on a REFER from a phone (routing's blind transfer); it must answer
+        # with ``sip.notify_refer``. Without one the REFER is declined (sipfrag 603).
+        self.on_refer: Callable[[Leg, ReferReceived], Any] | None = None
         self.legs: dict[CallHandle, Leg] = {}
         self.calls: dict[CallHandle, Call] = {}
         self._buckets: dict[str, _TokenBucket] = {}
@@ -296,6 +300,8 @@ class CallManager:
             self._info(leg, event)
         elif isinstance(event, ReInviteReceived):
             self._reinvite(leg, event)
+        elif isinstance(event, ReferReceived):
+            self._refer(leg, event)
         elif isinstance(event, OutgoingAnswered):
             if leg._answered is not None and not leg._answered.done():
                 leg._answered.set_result(event.response)
@@ -410,6 +416,25 @@ class CallManager:
             return
         if dtmf is not None and leg.session is not None:
             leg.session.inject_dtmf(dtmf.digit)
+
+    def _refer(self, leg: Leg, ev: ReferReceived) -> None:
+        if self.on_refer is None:
+            self._notify_refer(leg, 603, "Declined")
+            return
+        try:
+            self.on_refer(leg, ev)
+        except Exception:
+            log.exception("REFER handler failed")
+            self._notify_refer(leg, 500, "Server Internal Error")
+
+    def _notify_refer(self, leg: Leg, status: int, reason: str) -> None:
+        notify = getattr(self.sip, "notify_refer", None)
+        if notify is None:
+            return
+        try:
+            notify(leg.handle, status, reason)
+        except CallStateError:
+            pass          # the leg ended or the REFER was already answered
 
     def _reinvite(self, leg: Leg, ev: ReInviteReceived) -> None:
         """Hold/resume or a new media address: re-answer with the same local port, follow the new remote."""

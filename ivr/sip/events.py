@@ -117,6 +117,19 @@ class InfoReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ReferReceived:
+    """An in-dialog REFER (RFC 3515), already answered 202 Accepted with a first NOTIFY "100 Trying".
+    ``refer_to`` is the Refer-To URI as text, ``user``/``host`` its parts. The application reports the outcome
+    with ``notify_refer(handle, status)``; a final status (>= 200) ends the implicit subscription."""
+
+    handle: CallHandle
+    request: SipRequest
+    refer_to: str
+    user: str | None
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingProgress:
     handle: CallHandle
     status: int

@@ -317,3 +317,6 @@ class SipServer:
 
     def send_info(self, handle: CallHandle, content_type: str, body: bytes) -> None:
         self._command("send_info", handle, content_type, body)
+
+    def notify_refer(self, handle: CallHandle, status: int, reason: str | None = None) -> None:
+        self._command("notify_refer", handle, status, reason)

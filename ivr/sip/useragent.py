@@ -33,6 +33,7 @@ from ivr.sip.events import (
     OutgoingAnswered,
     OutgoingFailed,
     OutgoingProgress,
+    ReferReceived,
     ReInviteCompleted,
     ReInviteReceived,
     Transport,
@@ -47,6 +48,7 @@ from ivr.sip.message import (
     SipUri,
     Via,
     make_response,
+    reason_phrase,
     new_branch,
     new_call_id,
     new_tag,
@@ -66,7 +68,8 @@ from ivr.sip.transaction import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+DEFAULT_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "REFER")
+REFER_EXPIRES = 60
 
 
 class CallStateError(SipError):
@@ -160,6 +163,7 @@ class _Call:
     reinvite_answer: AnswerRetransmitter | None = None
     reinvite_client_tx: InviteClientTransaction | None = None
     reinvite_ack: SipRequest | None = None
+    refer_id: int | None = None          # CSeq of the REFER whose implicit subscription is still active
 
 
 @dataclass(slots=True)
@@ -688,8 +692,51 @@ class SipUserAgent:
             self._reply(request, flow, now, 200, "OK", self._capabilities())
         elif method == "INVITE":
             self._on_reinvite(call, request, flow, now)
+        elif method == "REFER":
+            self._on_refer(call, request, flow, now)
         else:
             self._reply(request, flow, now, 405, "Method Not Allowed", [("Allow", self._allow_header)])
+
+    def _on_refer(self, call: _Call, request: SipRequest, flow: _Flow, now: float) -> None:
+        """RFC 3515: 202 Accepted, then at once a NOTIFY with "SIP/2.0 100 Trying"; the application sends the
+        final NOTIFY through ``notify_refer``. One REFER at a time per dialog (491 while one is pending)."""
+        values = request.headers.raw_values("Refer-To")
+        if len(values) != 1:
+            self._reply(request, flow, now, 400, "Bad Request", [("Warning", '399 - "REFER needs exactly one Refer-To"')])
+            return
+        try:
+            target = NameAddr.parse(values[0])
+        except RemoteProtocolError:
+            self._reply(request, flow, now, 400, "Bad Request", [("Warning", '399 - "malformed Refer-To"')])
+            return
+        if call.dialog is None or call.dialog.state is not DialogState.CONFIRMED or call.bye_sent:
+            self._reply(request, flow, now, 481, "Call/Transaction Does Not Exist")
+            return
+        if call.refer_id is not None:
+            self._reply(request, flow, now, 491, "Request Pending")
+            return
+        self._reply(request, flow, now, 202, "Accepted")
+        call.refer_id = request.cseq[0]
+        uri = target.uri
+        self._emit(ReferReceived(call.handle, request, str(uri), getattr(uri, "user", None), getattr(uri, "host", "")))
+        self._send_notify(call, 100, "Trying", now)
+
+    def _send_notify(self, call: _Call, status: int, reason: str | None, now: float) -> None:
+        assert call.refer_id is not None
+        final = status >= 200
+        state = "terminated;reason=noresource" if final else f"active;expires={REFER_EXPIRES}"
+        headers = [("Event", f"refer;id={call.refer_id}"), ("Subscription-State", state),
+                   ("Content-Type", "message/sipfrag;version=2.0")]
+        body = f"SIP/2.0 {status} {reason or reason_phrase(status)}\r\n".encode()
+        if final:
+            call.refer_id = None
+
+        def on_response(response: SipResponse | None, at: float) -> None:
+            if response is None or response.status >= 300:
+                log.info("NOTIFY for REFER on %s not accepted (%s)", call.handle,
+                         "timeout" if response is None else response.status)
+
+        self._send_in_dialog(call, "NOTIFY", now, on_response, headers, body)
 
     def _on_reinvite(self, call: _Call, request: SipRequest, flow: _Flow, now: float) -> None:
         tx = self._new_server_tx(request, flow, now, invite=True)
@@ -1053,6 +1100,18 @@ class SipUserAgent:
         if tx is None or tx.state is not TxState.PROCEEDING:
             raise CallStateError(f"call {handle} has no re-INVITE waiting for an answer")
         self._respond(tx, self._response(tx.request, status, reason, handle.local_tag), now)
+
+    def notify_refer(self, handle: CallHandle, status: int, reason: str | None = None, *,
+                     now: float | None = None) -> None:
+        """Report the progress (1xx) or outcome (>= 200, ends the subscription) of the REFER received on
+        ``handle`` as a NOTIFY with a message/sipfrag body (RFC 3515 2.4.5)."""
+        now = self._now_or(now)
+        if not 100 <= status <= 699:
+            raise ValueError(f"sipfrag status must be 100..699, not {status}")
+        call = self._confirmed(handle)
+        if call.refer_id is None:
+            raise CallStateError(f"call {handle} has no REFER waiting for a NOTIFY")
+        self._send_notify(call, status, reason, now)
 
     def send_info(self, handle: CallHandle, content_type: str, body: bytes, *, now: float | None = None) -> None:
         """Send an in-dialog INFO; a 481 or timeout ends the call (CallEnded FAILED/TIMEOUT)."""
