@@ -136,6 +136,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     from ivr.sip.guard import SourceGuard
     from ivr.sip.transport import SipServer
     from ivr.sip.useragent import SipUserAgent, UaConfig
+    from ivr.transfer import SipTransferrer
 
     server = Server(cfg)
     loop = asyncio.get_running_loop()
@@ -223,6 +224,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
                                             cfg.sip.limits.max_calls_per_second_per_source),
                           on_call_ended=call_ended)
     holder_ref["m"] = manager
+    services.transferrer = SipTransferrer(manager, from_host=cfg.sip.advertised_host or cfg.sip.host, prompts=prompts)
     metrics.ACTIVE_CALLS.set_function(lambda: len(manager.calls))
     server.extras["metrics_task"] = loop.create_task(_sync_counters(ua, media))
     server.manager = manager

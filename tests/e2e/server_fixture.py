@@ -188,14 +188,18 @@ def _env(values: dict[str, str]):
 
 @contextlib.asynccontextmanager
 async def contact_server(root: Path, *, clock: ShiftedClock | None = None, seed_demo: bool = True,
-                         overrides: dict[str, str] | None = None) -> AsyncIterator[ContactServer]:
-    """Build the full server on a copy of ``config/`` under ``root``; shut it down like ``serve`` does."""
+                         overrides: dict[str, str] | None = None,
+                         extra_files: dict[str, str] | None = None) -> AsyncIterator[ContactServer]:
+    """Build the full server on a copy of ``config/`` under ``root``; shut it down like ``serve`` does.
+    ``extra_files``: paths relative to the copied ``config/`` and their text (e.g. one more IVR file)."""
     from ivr.app import build_server
     from ivr.config import load_server_config
     from voiceauth.crypto import generate_key
 
     clock = clock or ShiftedClock(IN_HOURS)
     path = copy_config(root)
+    for rel, text in (extra_files or {}).items():
+        (root / "config" / rel).write_text(text)
     env = server_environ(root) | (overrides or {})
     cfg = load_server_config(path, environ=env)
     with _env({"VOICEAUTH_KEY": generate_key()}):
