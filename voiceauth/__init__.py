@@ -2,7 +2,9 @@
 
 Public API (see voiceauth/README.md):
     encoders     SpeakerEncoder, ResemblyzerEncoder, EcapaEncoder, create_encoder
-    pool         EncoderPool
+    pool         create_pool, EncoderPool (threads), EmbeddingPool protocol
+    procpool     ProcessEncoderPool (worker processes, the server default), EncoderSpec
+    analysis     analyse_batch: decode, quality, fingerprint, embedding (what a worker does per request)
     quality      assess_quality, QualityPolicy, QualityReport, QualityIssue
     enrollment   EnrollmentSession, EnrollmentPolicy
     verification Verifier, VerifierPolicy, VerificationResult, Decision, Flag
@@ -18,8 +20,10 @@ from .crypto import KeyRing, generate_key
 from .encoders import EcapaEncoder, ResemblyzerEncoder, SpeakerEncoder, create_encoder
 from .enrollment import EnrollmentPolicy, EnrollmentSession, TakeResult
 from .errors import (AudioError, CalibrationError, ConsentRequired, EncoderLoadError, EnrollmentError, KeyringError,
-                     ModelMismatch, Overloaded, VoiceAuthError)
-from .pool import EncoderPool
+                     ModelMismatch, Overloaded, VoiceAuthError, WorkerCrashed)
+from .analysis import Analysis, EmbedWhen
+from .pool import EmbeddingPool, EncoderPool, create_pool
+from .procpool import EncoderSpec, ProcessEncoderPool
 from .quality import QualityIssue, QualityPolicy, QualityReport, assess_quality
 from .schema import VoiceAuthBase
 from .service import VoiceAuthService
@@ -31,7 +35,8 @@ __all__ = [
     "threshold_for", "Codec", "resample", "simulate_g711", "KeyRing", "generate_key", "EcapaEncoder",
     "ResemblyzerEncoder", "SpeakerEncoder", "create_encoder", "EnrollmentPolicy", "EnrollmentSession", "TakeResult",
     "AudioError", "CalibrationError", "ConsentRequired", "EncoderLoadError", "EnrollmentError", "KeyringError",
-    "ModelMismatch", "Overloaded", "VoiceAuthError", "EncoderPool", "QualityIssue", "QualityPolicy", "QualityReport",
+    "ModelMismatch", "Overloaded", "VoiceAuthError", "WorkerCrashed", "Analysis", "EmbedWhen", "EmbeddingPool",
+    "EncoderPool", "create_pool", "EncoderSpec", "ProcessEncoderPool", "QualityIssue", "QualityPolicy", "QualityReport",
     "assess_quality", "VoiceAuthBase", "VoiceAuthService", "SqlVoiceprintStore", "VoiceprintStore", "Decision", "Flag",
     "VerificationResult", "Verifier", "VerifierPolicy", "Voiceprint",
 ]

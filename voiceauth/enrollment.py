@@ -84,12 +84,14 @@ class EnrollmentSession:
         self.attempts += 1
         return TakeResult(False, report, report.reprompt_reason, self.complete, self.exhausted)
 
-    def add_take(self, audio: np.ndarray, rate: int, embedding: np.ndarray, report: QualityReport) -> TakeResult:
+    def add_take(self, audio: np.ndarray, rate: int, embedding: np.ndarray, report: QualityReport, *,
+                 fingerprint: str | None = None) -> TakeResult:
+        """``fingerprint`` is ``audio_fingerprint(audio)`` when the pool already computed it."""
         if self.complete:
             raise EnrollmentError("enrollment already complete: call voiceprint() instead of adding takes")
         if not report.ok:
             return self.reject_take(report)
-        fp = audio_fingerprint(audio)
+        fp = fingerprint or audio_fingerprint(audio)
         if any(t.fingerprint == fp for t in self._takes):
             self.flags.add("DUPLICATE_TAKE")
             return self.reject_take(report)

@@ -37,3 +37,7 @@ class CalibrationError(VoiceAuthError):
 
 class EnrollmentError(VoiceAuthError):
     """The enrollment session was used out of order (e.g. finishing before enough takes)."""
+
+
+class WorkerCrashed(VoiceAuthError):
+    """The worker process handling the request died or hung; it is being replaced. Take the fallback branch."""

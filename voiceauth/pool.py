@@ -1,7 +1,9 @@
-"""Embedding off the event loop: worker threads, a bounded queue, batching of waiting requests.
+"""Embedding off the event loop in worker threads: a bounded queue, batching of waiting requests.
 
-A torch forward pass releases the GIL, so threads give real parallelism without pickling audio
-to subprocesses; each worker owns its encoder and runs torch with one intra-op thread.
+The in-process option (``voice.pool: thread``). The server's default is
+:class:`voiceauth.procpool.ProcessEncoderPool`: the numpy pre-processing and parts of torch hold the
+GIL long enough to make the RTP pacer late, whatever the thread's nice value. Threads remain for
+tests and tools that need an in-process encoder (one that cannot be pickled, a gated test double).
 """
 
 from __future__ import annotations
@@ -12,25 +14,47 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from .channel import as_float32, resample
+from .analysis import Analysis, AnalysisRequest, EmbedWhen, analyse_batch, pack_audio
 from .encoders import SpeakerEncoder
 from .errors import EncoderLoadError, Overloaded, VoiceAuthError
+from .quality import QualityPolicy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EncoderPool"]
+__all__ = ["EmbeddingPool", "EncoderPool", "create_pool"]
+
+
+class EmbeddingPool(Protocol):
+    """What :class:`voiceauth.service.VoiceAuthService` needs from a pool (thread or process)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def embed(self, audio: np.ndarray, rate: int) -> np.ndarray: ...
+
+    async def analyse(self, audio: np.ndarray, rate: int, quality: QualityPolicy | None = None,
+                      embed_when: EmbedWhen = EmbedWhen.ALWAYS) -> Analysis: ...
 
 _STOP = object()
 
 
 @dataclass(slots=True)
 class _Job:
-    audio: np.ndarray
-    rate: int
+    request: AnalysisRequest
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
 
@@ -113,12 +137,17 @@ class EncoderPool:
     # -- work -----------------------------------------------------------------------------
     async def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
         """Embed mono audio at ``rate`` (resampled once in the worker)."""
+        return (await self.analyse(audio, rate)).embedding
+
+    async def analyse(self, audio: np.ndarray, rate: int, quality: QualityPolicy | None = None,
+                      embed_when: EmbedWhen = EmbedWhen.ALWAYS) -> Analysis:
+        """Quality report, fingerprint and (when ``embed_when`` allows) the embedding, all in the worker."""
         self._ready()
         if self._closed:
             raise VoiceAuthError("EncoderPool is closed")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        job = _Job(as_float32(audio), int(rate), loop, fut)
+        job = _Job(AnalysisRequest(pack_audio(audio, rate), quality, EmbedWhen(embed_when)), loop, fut)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -156,33 +185,21 @@ class EncoderPool:
             self._process(encoder, jobs)
 
     def _process(self, encoder: SpeakerEncoder, jobs: list[_Job]) -> None:
-        live, audios = [], []
-        for j in jobs:
-            if j.future.cancelled():
-                continue
-            try:
-                audios.append(resample(j.audio, j.rate, encoder.sample_rate))
-                live.append(j)
-            except Exception as exc:
-                j.loop.call_soon_threadsafe(_settle, j.future, None, exc)
+        live = [j for j in jobs if not j.future.cancelled()]
         if not live:
             return
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(live))
         try:
-            embs = encoder.embed_batch(audios)
-        except Exception:
-            # one bad utterance must not fail its batch-mates: retry one by one
-            for j, a in zip(live, audios):
-                try:
-                    e = encoder.embed(a)
-                    j.loop.call_soon_threadsafe(_settle, j.future, e, None)
-                except Exception as exc:
-                    log.warning("embedding failed: %s", exc)
-                    j.loop.call_soon_threadsafe(_settle, j.future, None, exc)
-            return
-        for j, e in zip(live, embs):
-            j.loop.call_soon_threadsafe(_settle, j.future, e, None)
+            outcomes = analyse_batch(encoder, [j.request for j in live])
+        except Exception as exc:  # a bug, not bad audio: fail the batch, keep the worker
+            log.exception("embedding batch failed")
+            outcomes = [exc] * len(live)
+        for j, o in zip(live, outcomes):
+            if isinstance(o, Exception):
+                j.loop.call_soon_threadsafe(_settle, j.future, None, o)
+            else:
+                j.loop.call_soon_threadsafe(_settle, j.future, o, None)
 
 
 def _settle(fut: asyncio.Future, value, exc: BaseException | None) -> None:
@@ -201,3 +218,17 @@ def _lower_priority(niceness: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):
         pass  # not Linux, or not allowed: embeddings just compete as equals
+
+
+def create_pool(model: str, model_kwargs: dict | None = None, *, mode: str = "process", workers: int = 1,
+                max_queue: int = 32, max_batch: int = 8, **kw) -> EmbeddingPool:
+    """The pool the server configures (``voice.pool`` in server.yaml): worker processes by default,
+    worker threads with ``mode="thread"``. Not started: ``await pool.start()``."""
+    from .procpool import EncoderSpec, ProcessEncoderPool
+
+    spec = EncoderSpec(model, dict(model_kwargs or {}))
+    if mode == "process":
+        return ProcessEncoderPool(spec, workers=workers, max_queue=max_queue, max_batch=max_batch, **kw)
+    if mode == "thread":
+        return EncoderPool(spec, workers=workers, max_queue=max_queue, max_batch=max_batch, **kw)
+    raise ValueError(f"unknown voice pool mode {mode!r}; use 'process' or 'thread'")

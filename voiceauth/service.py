@@ -1,4 +1,8 @@
-"""Asyncio shell for the IVR: quality check, embedding in the pool, decisions in a worker thread.
+"""Asyncio shell for the IVR: quality check and embedding in the pool's worker, decisions in a worker thread.
+
+Nothing heavy runs on the event loop: the recording goes to the pool as PCM16 bytes and comes back as a quality
+report, a fingerprint and (when worth it) an embedding. A full pool queue is the BUSY outcome (ERROR + Flag.BUSY),
+a dead or hung worker an ERROR: the IVR takes its fallback branch in both cases.
 
     service = VoiceAuthService(pool, store, VerifierPolicy.from_calibration("resemblyzer", "ulaw", 3))
     result = await service.verify(customer_id, audio_8k, 8000, call_id=..., now=time.time())
@@ -12,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .enrollment import EnrollmentPolicy, EnrollmentSession, TakeResult, audio_fingerprint
+from .analysis import EmbedWhen
+from .enrollment import EnrollmentPolicy, EnrollmentSession, TakeResult
 from .errors import ConsentRequired, Overloaded, VoiceAuthError
-from .pool import EncoderPool
-from .quality import QualityPolicy, assess_quality
+from .pool import EmbeddingPool
+from .quality import QualityPolicy
 from .store import SqlVoiceprintStore
-from .verification import Decision, VerificationResult, Verifier, VerifierPolicy
+from .verification import Decision, Flag, VerificationResult, Verifier, VerifierPolicy
 from .voiceprint import Voiceprint
 
 log = logging.getLogger(__name__)
@@ -27,7 +32,7 @@ __all__ = ["VoiceAuthService"]
 
 @dataclass
 class VoiceAuthService:
-    pool: EncoderPool
+    pool: EmbeddingPool
     store: SqlVoiceprintStore
     policy: VerifierPolicy
     enrollment_policy: EnrollmentPolicy = EnrollmentPolicy()
@@ -48,18 +53,20 @@ class VoiceAuthService:
         pre = await self._io(verifier.precheck, customer_id, call_id, now)
         if pre is not None:
             return pre
-        report = assess_quality(audio, rate, self.verify_quality)
-        if not report.ok and report.net_speech_s < self.verify_quality.min_net_speech_s:
-            return await self._io(verifier.not_enough_speech, customer_id, call_id, report, now)
         try:
-            emb = await self.pool.embed(audio, rate)
-        except Overloaded:
-            raise
+            analysis = await self.pool.analyse(audio, rate, self.verify_quality, EmbedWhen.ENOUGH_SPEECH)
+        except Overloaded as exc:
+            log.warning("voice verification of %s: %s", customer_id, exc)
+            return VerificationResult(Decision.ERROR, customer_id, call_id, self.pool.model_name,
+                                      threshold=self.policy.threshold, flags=(Flag.BUSY,), detail=str(exc))
         except VoiceAuthError as exc:
             return VerificationResult(Decision.ERROR, customer_id, call_id, self.pool.model_name,
                                       threshold=self.policy.threshold, detail=str(exc))
-        return await self._io(verifier.decide, customer_id, call_id, emb, self.pool.model_name, now=now,
-                              audio_hash=audio_fingerprint(audio), report=report)
+        report = analysis.report
+        if analysis.embedding is None:
+            return await self._io(verifier.not_enough_speech, customer_id, call_id, report, now)
+        return await self._io(verifier.decide, customer_id, call_id, analysis.embedding, self.pool.model_name,
+                              now=now, audio_hash=analysis.fingerprint, report=report)
 
     # -- enrollment -----------------------------------------------------------------------
     async def start_enrollment(self, customer_id: str) -> EnrollmentSession:
@@ -69,14 +76,16 @@ class VoiceAuthService:
         return EnrollmentSession(customer_id, self.pool.model_name, self.enrollment_policy)
 
     async def add_take(self, session: EnrollmentSession, audio: np.ndarray, rate: int) -> TakeResult:
-        report = session.assess(audio, rate)
-        if not report.ok:
-            return session.reject_take(report)
-        emb = await self.pool.embed(audio, rate)
+        """Check and embed one take in the pool; a poor one comes back with the re-prompt reason.
+        Raises :class:`Overloaded` when the pool is full (the IVR's error branch)."""
+        analysis = await self.pool.analyse(audio, rate, session.policy.quality, EmbedWhen.QUALITY_OK)
+        if analysis.embedding is None:
+            return session.reject_take(analysis.report)
+        emb = analysis.embedding
         label = await self._io(self.verifier.watchlist_hit, emb, self.pool.model_name)
         if label is not None:
             session.flag_watchlist(label)
-        return session.add_take(audio, rate, emb, report)
+        return session.add_take(audio, rate, emb, analysis.report, fingerprint=analysis.fingerprint)
 
     async def finish_enrollment(self, session: EnrollmentSession, *, actor: str, now: float) -> Voiceprint:
         vp = session.voiceprint()

@@ -40,6 +40,7 @@ class Flag(str, Enum):
     REFRESHED = "REFRESHED"
     CLIPPED = "CLIPPED"
     TOO_QUIET = "TOO_QUIET"
+    BUSY = "BUSY"  # the embedding queue was full: no decision was attempted
 
 
 @dataclass(frozen=True, slots=True)
