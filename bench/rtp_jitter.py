@@ -25,8 +25,10 @@ from ivr.media.sdp import answer_offer, make_offer, parse_answer  # noqa: E402
 from ivr.media.session import MediaEngine  # noqa: E402
 
 
-async def run(pairs: int, seconds: float, port_min: int, dtmf_mode: DtmfMode = DtmfMode.RFC4733) -> dict:
-    engine = MediaEngine("127.0.0.1", port_min, port_min + 4 * pairs + 100, dtmf_mode=dtmf_mode)
+async def run(pairs: int, seconds: float, port_min: int, dtmf_mode: DtmfMode = DtmfMode.RFC4733,
+              tick_ms: int | None = None) -> dict:
+    kw = {"tick_ms": tick_ms} if tick_ms else {}
+    engine = MediaEngine("127.0.0.1", port_min, port_min + 4 * pairs + 100, dtmf_mode=dtmf_mode, **kw)
     sessions = []
     for _ in range(pairs):
         a = await engine.open_session()
@@ -48,6 +50,7 @@ async def run(pairs: int, seconds: float, port_min: int, dtmf_mode: DtmfMode = D
     result = {
         "pairs": pairs,
         "dtmf_mode": dtmf_mode.value,
+        "tick_ms": engine.tick_ms,
         "sessions": len(sessions),
         "seconds": seconds,
         "loop": type(asyncio.get_running_loop()).__module__,
@@ -73,13 +76,14 @@ def main() -> None:
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--dtmf-mode", choices=[m.value for m in DtmfMode], default="rfc4733",
                    help="auto/inband also run the in-band detector on every received packet")
+    p.add_argument("--tick-ms", type=int, default=None, help="pacer tick (default: the engine's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "rtp_jitter.json"))
     args = p.parse_args()
     if args.uvloop:
         import uvloop
 
         uvloop.install()
-    result = asyncio.run(run(args.pairs, args.seconds, args.port_min, DtmfMode(args.dtmf_mode)))
+    result = asyncio.run(run(args.pairs, args.seconds, args.port_min, DtmfMode(args.dtmf_mode), args.tick_ms))
     for k, v in result.items():
         print(f"{k:32} {v}")
     out = Path(args.out)
