@@ -316,23 +316,31 @@ async def _attach_routing(server: Server, services, queues_path: Path, prompts) 
 
 
 async def _build_voice(cfg: ServerConfig, url: str):
-    """The voice service, or None (with an error logged) when the model or key cannot be loaded: callers
-    then take the IVR's fallback branch instead of the server refusing every call."""
+    """The voice service. A model or key that cannot be loaded stops the start-up with the worker's own
+    message, unless ``voice.required`` is false: then it is None (error logged) and callers take the IVR's
+    fallback branch instead of the server refusing every call."""
+    pool = None
     try:
-        from voiceauth.encoders import create_encoder
-        from voiceauth.pool import EncoderPool
+        from voiceauth.pool import create_pool
         from voiceauth.service import VoiceAuthService
         from voiceauth.store import SqlVoiceprintStore
         from voiceauth.verification import VerifierPolicy
 
+        v = cfg.voice
         keyring = voice_keyring(cfg)
-        kwargs = {"model_dir": cfg.voice.model_dir} if cfg.voice.model == "ecapa" else {}
-        pool = EncoderPool(lambda: create_encoder(cfg.voice.model, **kwargs), workers=cfg.voice.workers)
+        kwargs = {"model_dir": v.model_dir} if v.model == "ecapa" else {}
+        pool = create_pool(v.model, kwargs, mode=v.pool, workers=v.workers, max_queue=v.max_queue,
+                           max_batch=v.max_batch)
         await pool.start()
         store = SqlVoiceprintStore(url, keyring)
-        policy = VerifierPolicy.from_calibration(cfg.voice.model, "ulaw", 3)
+        policy = VerifierPolicy.from_calibration(v.model, "ulaw", 3)
         return VoiceAuthService(pool, store, policy)
     except Exception as exc:
+        if pool is not None:
+            await pool.close()
+        if cfg.voice.required:
+            raise IvrError(f"voice verification could not start: {exc}. Fix voice.model / voice.model_dir / "
+                           "the key, or set voice.required: false to run without it") from exc
         log.error("voice verification is OFF: %s", exc)
         return None
 

@@ -109,7 +109,15 @@ class VoiceConfig(_Strict):
     model: Literal["resemblyzer", "ecapa"] = "resemblyzer"
     model_dir: str | None = None
     key_file: str | None = None
-    workers: int = Field(1, ge=1, le=16)
+    pool: Literal["process", "thread"] = Field(
+        "process", description="where the model runs: worker processes (a slow model never delays RTP) or "
+                               "threads inside the server process (debugging; competes with RTP for the GIL)")
+    workers: int = Field(1, ge=1, le=16, description="worker processes (or threads), each loads its own model")
+    max_queue: int = Field(32, ge=1, le=1024, description="requests waiting for a worker; one more is BUSY and "
+                                                          "the IVR takes its fallback branch")
+    max_batch: int = Field(8, ge=1, le=64, description="waiting requests a free worker embeds in one pass")
+    required: bool = Field(True, description="refuse to start when the model cannot be loaded; false starts "
+                                             "without voice verification (callers take the fallback branch)")
 
 
 class WebConfig(_Strict):

@@ -20,7 +20,9 @@ import asyncio
 import collections
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -58,6 +60,7 @@ _load_error: BaseException | None = None
 def _init_worker(factory: Callable[[], SpeakerEncoder], torch_threads: int, niceness: int) -> None:
     """Runs once per worker process: lower its priority, one torch thread, load the model (or remember why not)."""
     global _encoder, _load_error
+    _exit_with_parent()
     try:
         if niceness:
             os.nice(niceness)
@@ -77,6 +80,20 @@ def _init_worker(factory: Callable[[], SpeakerEncoder], torch_threads: int, nice
     except BaseException as exc:  # reported by _describe / _work with its message
         _load_error = exc if isinstance(exc, VoiceAuthError) else EncoderLoadError(
             f"the speaker model could not be loaded in the worker process: {type(exc).__name__}: {exc}")
+
+
+def _exit_with_parent() -> None:
+    """A server killed with -9 cannot terminate its workers; they notice its death and leave by themselves
+    (they hold both ends of the task queue's pipe, so they would otherwise wait on it forever)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="voiceauth-parent-watch", daemon=True).start()
 
 
 def _ready_encoder() -> SpeakerEncoder:

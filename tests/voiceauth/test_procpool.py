@@ -163,3 +163,34 @@ async def test_model_that_cannot_load_in_the_worker_fails_start_clearly():
     with pytest.raises(EncoderLoadError, match="/nope/ecapa"):
         await pool.start()
     assert pool.worker_pids() == []
+
+
+def test_workers_leave_when_the_server_is_killed(tmp_path):
+    """kill -9 of the server process: its worker processes exit by themselves instead of lingering."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "from voiceauth.procpool import EncoderSpec, ProcessEncoderPool\n"
+        "async def main():\n"
+        "    pool = ProcessEncoderPool(EncoderSpec('resemblyzer'), workers=1)\n"
+        "    await pool.start()\n"
+        "    print(*pool.worker_pids(), flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root,
+                            env={**os.environ, "PYTHONPATH": root})
+    try:
+        (worker,) = [int(x) for x in proc.stdout.readline().split()]
+        assert _alive(worker)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
