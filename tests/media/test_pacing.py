@@ -28,7 +28,7 @@ def neg(direction=Direction.SENDRECV, ptime=20, ip="127.0.0.1"):
 
 @pytest.fixture
 async def engine():
-    eng = MediaEngine("127.0.0.1", 41000, 41100, max_burst=3)
+    eng = MediaEngine("127.0.0.1", 41000, 41100, max_burst=3, tick_ms=10)
     yield eng
     await eng.close()
 
@@ -139,3 +139,32 @@ def test_histogram_percentiles():
     assert h.max == pytest.approx(0.1)
     h.add(5.0)
     assert h.percentile_ms(100) == 1000.0
+
+
+async def test_sessions_spread_evenly_over_the_ten_phases_of_a_2ms_tick():
+    eng = MediaEngine("127.0.0.1", 41200, 41400)
+    try:
+        assert eng.tick_ms == 2
+        sessions = []
+        for _ in range(30):
+            s = await eng.open_session()
+            s._transport.close()
+            s._transport = CaptureTransport()
+            s.start(neg())
+            sessions.append(s)
+        assert all(s._ticks_per_frame == 10 for s in sessions)
+        phases = [s._next_tick % 10 for s in sessions]
+        assert sorted(phases.count(p) for p in range(10)) == [3] * 10
+        # a bucket holds only the sessions due at its tick
+        assert all(all(s._next_tick == t for s in bucket) for t, bucket in eng._due.items())
+        await asyncio.sleep(0.2)
+        sent = [len(s._transport.sent) for s in sessions]
+        assert min(sent) >= 3 and max(sent) <= 12          # one packet per 20 ms each, none starved
+        for s in sessions[:10]:
+            eng._unpace(s)
+        assert sum(eng._phase_load.values()) == 20 and sum(len(b) for b in eng._due.values()) == 20
+        before = [len(s._transport.sent) for s in sessions[:10]]
+        await asyncio.sleep(0.1)
+        assert [len(s._transport.sent) for s in sessions[:10]] == before   # unpaced: nothing more sent
+    finally:
+        await eng.close()
