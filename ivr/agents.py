@@ -217,6 +217,17 @@ class EngineAgentControl:
     def engine(self) -> RoutingEngine:
         return self.driver.engine
 
+    @property
+    def transfers(self) -> Any | None:
+        """The queue service's transfer commands (``transfer``, ``consult``, ``consult_complete``,
+        ``consult_cancel``, ``transfer_targets``), for the desktop; None when the driver has none."""
+        return self.driver if hasattr(self.driver, "start_transfer") else None
+
+    @property
+    def voicemail(self) -> Any | None:
+        """The voicemail box (``ivr.voicemail.VoicemailBox``) for the supervisors' page, if any."""
+        return getattr(self.driver, "voicemail", None)
+
     async def login(self, agent_id: str, available: bool = False, reason: str = "login") -> AgentStatus:
         self.driver.drive(lambda now: self.engine.agent_login(agent_id, now=now, available=available,
                                                                pause_reason=reason))

@@ -27,14 +27,18 @@ import numpy as np
 
 from ivr.agents import AgentPhoneError, EngineAgentControl, EngineWallboard, FeatureCodeApplication, PhoneCredentials, PhoneDirectory
 from ivr.calls import Call, CallerHungUp, Leg, OriginateFailed
+from ivr.errors import IvrError
 from ivr.flow import actions as A
 from ivr.media.audio import load_prompt
 from ivr.media.bridge import Bridge
+from ivr.voicemail import VoicemailBox
+from routing.calls import consult_id
 from routing.engine import RoutingEngine
-from routing.errors import OfferNotPending, RoutingError
+from routing.errors import (AgentUnavailable, OfferNotPending, RoutingError, UnknownAgent, UnknownCall,
+                            UnknownQueue)
 from routing.events import (AgentStateChanged, Announce, AnnouncementKind, CallAbandoned, CallAnswered,
-                            CallEnded, CallEndedBy, CallLeftQueue, CallQueued, CancelOffer, Offer, OfferFailure,
-                            Overflow, OverflowKind, PlaceCallback, RoutingEvent)
+                            CallEnded, CallEndedBy, CallLeftQueue, CallQueued, CancelOffer, ConsultEnded, Offer,
+                            OfferFailure, Overflow, OverflowKind, PlaceCallback, RoutingEvent)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,10 @@ _TEXT = {
                           "prema 1.",
         "callback_ok": "Grazie, la richiameremo appena un operatore sarà libero. Arrivederci.",
         "goodbye": "Al momento non è possibile rispondere. La preghiamo di richiamare più tardi. Arrivederci.",
-        "voicemail": "Nessun operatore disponibile. La richiameremo appena possibile. Arrivederci.",
+        "voicemail": "Nessun operatore disponibile. Lasci un messaggio dopo il segnale acustico; "
+                     "per terminare, riagganci o resti in silenzio.",
+        "voicemail_thanks": "Grazie, il suo messaggio è stato registrato. La richiameremo. Arrivederci.",
+        "transferring": "Attenda in linea, la stiamo trasferendo.",
     },
     "en": {
         "position": "You are number {n} in the queue.",
@@ -64,7 +71,10 @@ _TEXT = {
         "offer_callback": "To be called back on the number you are calling from, keeping your place, press 1.",
         "callback_ok": "Thank you, we will call you back as soon as an agent is free. Goodbye.",
         "goodbye": "We cannot take your call right now. Please call again later. Goodbye.",
-        "voicemail": "No agent is available. We will call you back as soon as possible. Goodbye.",
+        "voicemail": "No agent is available. Please leave a message after the tone; to finish, hang up or "
+                     "stay silent.",
+        "voicemail_thanks": "Thank you, your message has been recorded. We will call you back. Goodbye.",
+        "transferring": "Please hold, we are transferring your call.",
     },
 }
 
@@ -85,6 +95,33 @@ class _Leave:
     prompt: str | None = None          # key of _TEXT or a wav path
 
 
+class TransferRefused(IvrError):
+    """A transfer or consultation the agent asked for cannot be done; ``status`` is the HTTP answer and
+    ``sip_status`` the sipfrag status reported to a phone that sent REFER."""
+
+    def __init__(self, status: int, message: str, sip_status: int = 403):
+        super().__init__(message)
+        self.status = status
+        self.sip_status = sip_status
+
+
+@dataclass(slots=True)
+class _Consult:
+    target: dict
+    agent_id: str | None = None
+    leg: Leg | None = None
+    bridge: Bridge | None = None
+
+
+@dataclass(slots=True)
+class _Talk:
+    """The conversation of one caller: the agent on the line, and a consultation while the caller holds."""
+
+    conn: _Connected
+    consult: _Consult | None = None
+    moh: asyncio.Task | None = None
+
+
 @dataclass
 class _Waiter:
     """One caller held in line by ``QueueService.queue``."""
@@ -96,6 +133,9 @@ class _Waiter:
     ewt: float = 0.0
     callback_offered: bool = False
     connected: _Connected | None = None
+    context: dict = field(default_factory=dict)
+    commands: asyncio.Queue = field(default_factory=asyncio.Queue)   # transfer steps for the talk loop
+    talk: _Talk | None = None
 
 
 @dataclass
@@ -145,6 +185,8 @@ class QueueService:
         # ``await post_call(call, context, agent_id)`` runs when the agent hung up first and the caller is still
         # on the line (the post-call survey); the agent is already in wrap-up by then.
         self.post_call: Callable[[Call, dict, str], Awaitable[None]] | None = None
+        self._consults: dict[str, str] = {}          # consultation id -> the caller's call id
+        self.voicemail = VoicemailBox(self.base_dir / "var" / "voicemail", db=db, wall_clock=wall_clock)
 
     # ------------------------------------------------------------------------------------------ driving
     def now(self) -> float:
@@ -258,6 +300,11 @@ class QueueService:
             w = self._waiters.get(act.call_id)
             if w is not None:
                 w.ewt = act.ewt_seconds
+        elif isinstance(act, ConsultEnded):
+            self._consults.pop(act.consult_id, None)
+            w = self._waiters.get(act.call_id)
+            if w is not None:
+                w.commands.put_nowait(("consult_ended", act.reason))
         elif isinstance(act, AgentStateChanged):
             self._record_agent_state(act)
             self._notify("agent_state", act.agent_id, act)
@@ -314,6 +361,7 @@ class QueueService:
             "origin": list(call.source), "queued_wall": self.wall_clock(),
             "critical": bool(action.variables.get("critical")),
         }
+        w.context = context
         qc = self.engine.config.queues.get(action.queue)
         priority = (qc.priority + action.priority) if (qc is not None and action.priority) else None
         extra = {s: DEFAULT_EXTRA_LEVEL for s in action.skills if s in self.engine.config.skills}
@@ -365,8 +413,9 @@ class QueueService:
         while True:
             ev = await self._wait_event(w)
             if isinstance(ev, _Connected):
-                await self._talk(w, ev)
-                return
+                if await self._talk(w, ev):
+                    return
+                continue
             if isinstance(ev, Announce):
                 await self._announce(w, ev)
             elif isinstance(ev, Overflow):
@@ -494,48 +543,214 @@ class QueueService:
                 await w.call.play(await self._render(A.PromptRef(None, str(wav), w.language)))
             else:
                 await self._say(w, key)
+            if ev.kind is OverflowKind.VOICEMAIL:
+                await self._take_voicemail(w, ev)
         w.call.hangup()
         return True
 
-    async def _talk(self, w: _Waiter, conn: _Connected) -> None:
-        """Caller and agent bridged until one hangs up; the other is then hung up and the agent wraps up."""
+    async def _take_voicemail(self, w: _Waiter, ev: Overflow) -> None:
+        qc = self.engine.config.queues.get(ev.queue)
+        limit = qc.max_wait.max_message_seconds if qc is not None and qc.max_wait is not None else None
+        vm = await self.voicemail.take(w.call, queue=ev.queue, context=w.context, mailbox=ev.target,
+                                       language=w.language, max_seconds=limit)
+        if vm is not None:
+            self._notify("voicemail", vm.as_dict())
+            await self._say(w, "voicemail_thanks")
+
+    async def _talk(self, w: _Waiter, conn: _Connected) -> bool:
+        """Caller and agent bridged until one hangs up (True: the other is hung up and the agent wraps up) or
+        the agent transfers the call blind (False: the caller is back in routing, the agent in wrap-up).
+
+        Transfer steps arrive on ``w.commands`` after the engine has agreed to them (``transfer``,
+        ``consult``...); this loop only moves the audio: a consultation puts the caller on music on hold and
+        bridges the agent with the consulted agent; "completed" bridges the caller with the consulted agent;
+        "consult_ended" (cancel, no answer, busy) bridges the caller back with the agent."""
+        call = w.call
+        t = _Talk(conn)
+        w.talk = t
+        self._bridge_caller(call, conn)
+        await self._record_answer(call.id, conn.agent_id)
+        caller_end = asyncio.ensure_future(call.leg.wait_ended())
+        transferred = False
+        try:
+            while True:
+                agent_end = asyncio.ensure_future(t.conn.leg.wait_ended())
+                cmd = asyncio.ensure_future(w.commands.get())
+                cons_end = None
+                waits = {caller_end, agent_end, cmd}
+                if t.consult is not None and t.consult.leg is not None:
+                    cons_end = asyncio.ensure_future(t.consult.leg.wait_ended())
+                    waits.add(cons_end)
+                try:
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for f in (agent_end, cmd, cons_end):
+                        if f is not None and not f.done():
+                            f.cancel()
+                if caller_end in done:
+                    break
+                if cmd in done:
+                    if await self._talk_step(w, t, cmd.result()):
+                        transferred = True
+                        break
+                    continue
+                if cons_end is not None and cons_end in done:      # the consulted agent hung up
+                    with contextlib.suppress(RoutingError):
+                        self.drive(lambda now: self.engine.consult_cancel(call.id, now=now, reason="hangup"))
+                    await self._consult_over(w, t)
+                    continue
+                if agent_end in done:
+                    if not w.commands.empty():         # a transfer step came first: carry it out
+                        continue
+                    if t.consult is not None and t.consult.leg is not None and not t.consult.leg.ended:
+                        try:        # hanging up during a consultation hands the caller over (attended)
+                            self.drive(lambda now: self.engine.consult_complete(call.id, now=now))
+                        except RoutingError as exc:
+                            log.info("call %s: consultation not completed on hang-up: %s", call.id, exc)
+                        else:
+                            await self._hand_over(w, t)
+                            continue
+                    break
+        finally:
+            caller_end.cancel()
+            w.talk = None
+            if t.consult is not None:
+                with contextlib.suppress(RoutingError):
+                    self.drive(lambda now: self.engine.consult_cancel(call.id, now=now, reason="call_ended"))
+                await self._consult_over(w, t, rebridge=False)
+            if call.bridge is not None:
+                await call.bridge.stop()
+                call.bridge = None
+            if not transferred:
+                await self._talk_ended(w, t.conn)
+        return not transferred
+
+    async def _talk_ended(self, w: _Waiter, conn: _Connected) -> None:
         call, leg = w.call, conn.leg
-        call.agent_leg = leg
-        bridge = Bridge(call.session, leg.session)
+        by = CallEndedBy.CALLER if call.leg.ended else CallEndedBy.AGENT
+        if by is CallEndedBy.AGENT and self.recorder is not None:
+            with contextlib.suppress(Exception):
+                await self.recorder.ended(call.id, "agent_hangup")
+        leg.hangup()
+        context = self._context_of(call.id)
+        with contextlib.suppress(RoutingError):
+            self.drive(lambda now: self.engine.call_ended(call.id, now=now, by=by))
+        self._notify("ended", conn.agent_id, call.id)
+        if by is CallEndedBy.AGENT and self.post_call is not None and not call.leg.ended:
+            try:
+                await self.post_call(call, context, conn.agent_id)
+            except CallerHungUp:
+                pass
+            except Exception:
+                log.exception("call %s: post-call step failed", call.id)
+        call.hangup()
+
+    def _bridge_caller(self, call: Call, conn: _Connected) -> None:
+        call.agent_leg = conn.leg
+        bridge = Bridge(call.session, conn.leg.session)
         bridge.start()
         call.bridge = bridge
         self._notify("answered", conn.agent_id, call.id)
+
+    async def _record_answer(self, call_id: str, agent_id: str) -> None:
         if self.recorder is not None:
             try:
-                await self.recorder.answered(call.id, conn.agent_id)
+                await self.recorder.answered(call_id, agent_id)
             except Exception:
-                log.exception("call %s: answer not recorded", call.id)
-        caller_end = asyncio.ensure_future(call.leg.wait_ended())
-        agent_end = asyncio.ensure_future(leg.wait_ended())
-        try:
-            await asyncio.wait({caller_end, agent_end}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            by = CallEndedBy.CALLER if call.leg.ended else CallEndedBy.AGENT
-            caller_end.cancel()
-            agent_end.cancel()
-            await bridge.stop()
-            call.bridge = None
-            if by is CallEndedBy.AGENT and self.recorder is not None:
-                with contextlib.suppress(Exception):
-                    await self.recorder.ended(call.id, "agent_hangup")
-            leg.hangup()
-            context = self._context_of(call.id)
-            with contextlib.suppress(RoutingError):
-                self.drive(lambda now: self.engine.call_ended(call.id, now=now, by=by))
-            self._notify("ended", conn.agent_id, call.id)
-            if by is CallEndedBy.AGENT and self.post_call is not None and not call.leg.ended:
-                try:
-                    await self.post_call(call, context, conn.agent_id)
-                except CallerHungUp:
-                    pass
-                except Exception:
-                    log.exception("call %s: post-call step failed", call.id)
-            call.hangup()
+                log.exception("call %s: answer not recorded", call_id)
+
+    async def _talk_step(self, w: _Waiter, t: _Talk, step: tuple) -> bool:
+        """Carry out one transfer step on the media; True when the caller left this conversation."""
+        call, kind = w.call, step[0]
+        if kind == "blind":
+            if call.bridge is not None:
+                await call.bridge.stop()
+                call.bridge = None
+            t.conn.leg.hangup()
+            self._notify("ended", t.conn.agent_id, call.id)
+            w.connected = None
+            with contextlib.suppress(CallerHungUp):
+                await self._say(w, "transferring")
+            return True
+        if kind == "consult":
+            if call.bridge is not None:
+                await call.bridge.stop()
+                call.bridge = None
+            t.consult = _Consult(step[1])
+            t.moh = self._spawn(self._hold_music(w), f"hold {call.id}")
+            self._notify("transfer_event", t.conn.agent_id, {"event": "consult_ringing", "call_id": call.id,
+                                                            **step[1]})
+        elif kind == "consult_answered":
+            _, leg, agent_id = step
+            if t.consult is None or t.conn.leg.ended:
+                leg.hangup()
+                with contextlib.suppress(RoutingError):
+                    self.drive(lambda now: self.engine.consult_cancel(call.id, now=now, reason="gone"))
+                return False
+            t.consult.leg, t.consult.agent_id = leg, agent_id
+            t.consult.bridge = Bridge(t.conn.leg.session, leg.session)
+            t.consult.bridge.start()
+            self._notify("answered", agent_id, call.id)
+            self._notify("transfer_event", t.conn.agent_id, {"event": "consult_answered", "call_id": call.id,
+                                                            "agent_id": agent_id})
+        elif kind == "consult_ended":
+            if t.consult is not None:
+                await self._consult_over(w, t)
+                self._notify("transfer_event", t.conn.agent_id, {"event": "consult_ended", "call_id": call.id,
+                                                                "reason": step[1]})
+        elif kind == "completed":
+            if t.consult is not None and t.consult.leg is not None:
+                await self._hand_over(w, t)
+        return False
+
+    async def _hold_music(self, w: _Waiter) -> None:
+        moh = await self._music(w.queue)
+        while not w.call.leg.ended:
+            await w.call.session.play(moh)
+
+    async def _stop_music(self, call: Call, t: _Talk) -> None:
+        if t.moh is None:
+            return
+        task, t.moh = t.moh, None
+        task.cancel()
+        if not call.leg.ended and call.leg.session is not None:
+            call.leg.session.stop_playback()
+        with contextlib.suppress(BaseException):
+            await task
+
+    async def _consult_over(self, w: _Waiter, t: _Talk, rebridge: bool = True) -> None:
+        """The consultation ended without a hand-over: back to the caller (music stops, bridge again)."""
+        cons, t.consult = t.consult, None
+        if cons is None:
+            return
+        if cons.bridge is not None:
+            await cons.bridge.stop()
+        if cons.leg is not None:
+            cons.leg.hangup()
+        if cons.agent_id is not None:
+            self._notify("clear", cons.agent_id, w.call.id)
+        await self._stop_music(w.call, t)
+        if rebridge and not w.call.leg.ended and not t.conn.leg.ended:
+            self._bridge_caller(w.call, t.conn)
+
+    async def _hand_over(self, w: _Waiter, t: _Talk) -> None:
+        """The engine completed the consultation: the consulted agent takes the caller, the first hangs up."""
+        call, cons = w.call, t.consult
+        assert cons is not None and cons.leg is not None and cons.agent_id is not None
+        t.consult = None
+        self._consults.pop(consult_id(call.id), None)
+        if cons.bridge is not None:
+            await cons.bridge.stop()
+        await self._stop_music(call, t)
+        old, t.conn = t.conn, _Connected(cons.leg, cons.agent_id)
+        w.connected = t.conn
+        old.leg.hangup()
+        self._notify("ended", old.agent_id, call.id)
+        self._bridge_caller(call, t.conn)
+        if self.recorder is not None:
+            with contextlib.suppress(Exception):
+                await self.recorder.transferred(call.id, f"agent:{cons.agent_id}")
+        await self._record_answer(call.id, cons.agent_id)
 
     def _context_of(self, call_id: str) -> dict:
         try:
@@ -568,7 +783,8 @@ class QueueService:
         return OfferFailure.FAILED
 
     async def _ring_agent(self, offer: Offer, ot: _OfferTask) -> None:
-        self._notify("ringing", offer.agent_id, offer.call_id, dict(offer.context))
+        parent = self._consults.get(offer.call_id)
+        self._notify("ringing", offer.agent_id, parent or offer.call_id, dict(offer.context))
         try:
             leg = await self._originate(offer.phone, self._from_uri(dict(offer.context), offer.queue),
                                         offer.ring_timeout)
@@ -587,6 +803,9 @@ class QueueService:
             return
         if self._offers.get(offer.call_id) is ot:
             del self._offers[offer.call_id]
+        if parent is not None:
+            self._consult_answered(parent, offer, ot, leg)
+            return
         w = self._waiters.get(offer.call_id)
         if w is None or w.call.leg.ended or ot.cancelled_by_engine:
             leg.hangup()
@@ -599,6 +818,182 @@ class QueueService:
             return
         w.connected = _Connected(leg, offer.agent_id)
         w.events.put_nowait(w.connected)
+
+    def _consult_answered(self, parent: str, offer: Offer, ot: _OfferTask, leg: Leg) -> None:
+        w = self._waiters.get(parent)
+        if w is None or w.talk is None or w.call.leg.ended or ot.cancelled_by_engine \
+                or self._consults.get(offer.call_id) != parent:
+            leg.hangup()
+            with contextlib.suppress(RoutingError):
+                self.drive(lambda now: self.engine.consult_cancel(parent, now=now, reason="gone"))
+            return
+        try:
+            self.drive(lambda now: self.engine.offer_answered(offer.call_id, offer.agent_id, now=now))
+        except OfferNotPending as exc:
+            log.info("consulted agent %s answered too late: %s", offer.agent_id, exc)
+            leg.hangup()
+            return
+        w.commands.put_nowait(("consult_answered", leg, offer.agent_id))
+
+    # ------------------------------------------------------------------------------------------ transfers
+    def call_of_agent(self, agent_id: str) -> str | None:
+        """The call the agent is talking on (as the first agent of a conversation), if any."""
+        for call_id, w in self._waiters.items():
+            if w.talk is not None and w.talk.conn.agent_id == agent_id:
+                return call_id
+        return None
+
+    def _mine(self, call_id: str | None, agent_id: str) -> _Waiter:
+        call_id = call_id or self.call_of_agent(agent_id)
+        w = self._waiters.get(call_id) if call_id else None
+        if w is None or w.talk is None or w.call.leg.ended:
+            raise TransferRefused(404, f"agent {agent_id} has no call in conversation"
+                                  + (f" with id {call_id}" if call_id else ""), 481)
+        if w.talk.conn.agent_id != agent_id:
+            raise TransferRefused(403, f"call {call_id} is not yours to transfer", 403)
+        return w
+
+    @staticmethod
+    def _refused(exc: RoutingError) -> TransferRefused:
+        if isinstance(exc, (UnknownQueue, UnknownAgent, UnknownCall)):
+            return TransferRefused(404, str(exc), 404)
+        if isinstance(exc, AgentUnavailable):
+            return TransferRefused(409, str(exc), 480)
+        return TransferRefused(409, str(exc), 403)
+
+    def _target(self, to_queue: str | None, to_agent: str | None, note: str | None) -> dict:
+        if (to_queue is None) == (to_agent is None):
+            raise TransferRefused(400, "name exactly one of to_queue or to_agent", 400)
+        if note is not None and (not isinstance(note, str) or len(note) > 1000):
+            raise TransferRefused(400, "note must be text of at most 1000 characters", 400)
+        return {"to_queue": to_queue, "to_agent": to_agent, "note": note or None}
+
+    def start_transfer(self, call_id: str | None, by_agent: str, *, to_queue: str | None = None,
+                       to_agent: str | None = None, note: str | None = None) -> dict:
+        """Blind transfer, synchronous part: the engine moves the call (the agent goes to wrap-up, the
+        target is offered it) and the talk loop is told to unbridge and hang up the agent's leg. Raises
+        TransferRefused, leaving everything as it was."""
+        target = self._target(to_queue, to_agent, note)
+        w = self._mine(call_id, by_agent)
+        call_id = w.call.id
+        if w.talk is not None and w.talk.consult is not None:
+            raise TransferRefused(409, "a consultation is in progress: complete or cancel it first", 491)
+        ctx = {}
+        if target["note"]:
+            notes = self._context_of(call_id).get("notes")
+            notes = list(notes) if isinstance(notes, list) else ([notes] if notes else [])
+            ctx["notes"] = notes + [{"by": by_agent, "note": target["note"]}]
+        try:
+            self.drive(lambda now: self.engine.transfer(call_id, now=now, to_queue=to_queue, to_agent=to_agent,
+                                                        context=ctx or None, note=target["note"]))
+        except RoutingError as exc:
+            raise self._refused(exc) from None
+        if to_queue is not None:
+            w.queue = to_queue
+        w.commands.put_nowait(("blind", target))
+        self._notify("transfer_event", by_agent, {"event": "transferred", "call_id": call_id, **target})
+        return {"call_id": call_id, "mode": "blind", **target}
+
+    async def _record_transfer(self, call_id: str, target: dict) -> None:
+        if self.recorder is None:
+            return
+        try:
+            dest = f"queue:{target['to_queue']}" if target.get("to_queue") else f"agent:{target['to_agent']}"
+            await self.recorder.transferred(call_id, dest)
+            if target.get("to_queue"):
+                await self.recorder.queued(call_id, target["to_queue"])
+        except Exception:
+            log.exception("call %s: transfer not recorded", call_id)
+
+    async def transfer(self, call_id: str | None, by_agent: str, *, to_queue: str | None = None,
+                       to_agent: str | None = None, note: str | None = None) -> dict:
+        """Blind transfer of ``by_agent``'s call (``call_id`` None: their current call) to a queue or an agent."""
+        result = self.start_transfer(call_id, by_agent, to_queue=to_queue, to_agent=to_agent, note=note)
+        await self._record_transfer(result["call_id"], result)
+        return result
+
+    async def consult(self, call_id: str | None, by_agent: str, *, to_queue: str | None = None,
+                      to_agent: str | None = None, note: str | None = None) -> dict:
+        """Warm transfer: the caller holds (music), the target agent's phone rings, then agent and target talk."""
+        target = self._target(to_queue, to_agent, note)
+        w = self._mine(call_id, by_agent)
+        call_id = w.call.id
+        cid = consult_id(call_id)
+        self._consults[cid] = call_id
+        try:
+            self.drive(lambda now: self.engine.consult(call_id, now=now, to_queue=to_queue, to_agent=to_agent,
+                                                       note=target["note"]))
+        except RoutingError as exc:
+            if self._consults.get(cid) == call_id and cid not in self._offers:
+                self._consults.pop(cid, None)
+            raise self._refused(exc) from None
+        w.commands.put_nowait(("consult", target))
+        return {"call_id": call_id, "mode": "consult", "state": "ringing", **target}
+
+    async def consult_complete(self, call_id: str | None, by_agent: str) -> dict:
+        w = self._mine(call_id, by_agent)
+        call_id = w.call.id
+        cons = w.talk.consult if w.talk is not None else None
+        if cons is None:
+            raise TransferRefused(409, "there is no consultation to complete")
+        try:
+            self.drive(lambda now: self.engine.consult_complete(call_id, now=now))
+        except RoutingError as exc:
+            raise self._refused(exc) from None
+        self._consults.pop(consult_id(call_id), None)
+        w.commands.put_nowait(("completed",))
+        return {"call_id": call_id, "mode": "consult", "state": "completed", "to_agent": cons.agent_id}
+
+    async def consult_cancel(self, call_id: str | None, by_agent: str) -> dict:
+        w = self._mine(call_id, by_agent)
+        call_id = w.call.id
+        if w.talk is None or w.talk.consult is None:
+            raise TransferRefused(409, "there is no consultation to cancel")
+        self.drive(lambda now: self.engine.consult_cancel(call_id, now=now, reason="cancelled"))
+        return {"call_id": call_id, "mode": "consult", "state": "cancelled"}
+
+    def on_refer(self, leg: Leg, ev: Any) -> None:
+        """REFER from an agent's phone in the dialog of its leg: blind transfer to the queue named by the
+        Refer-To user part, or to the agent whose extension (or id) it is. NOTIFY 200 goes before the BYE."""
+        notify = self.manager.sip.notify_refer
+        w = next((w for w in self._waiters.values() if w.talk is not None and w.talk.conn.leg is leg), None)
+        if w is None:
+            notify(leg.handle, 603, "Declined")
+            return
+        user = (ev.user or "").strip()
+        to_queue = to_agent = None
+        if user in self.engine.config.queues:
+            to_queue = user
+        else:
+            for a in self.engine.agents():
+                if user and user in (a.id, a.profile.phone.extension):
+                    to_agent = a.id
+                    break
+        if to_queue is None and to_agent is None:
+            log.info("REFER from agent %s to unknown target %r", w.talk.conn.agent_id, ev.refer_to)
+            notify(leg.handle, 404, "Not Found")
+            return
+        try:
+            result = self.start_transfer(w.call.id, w.talk.conn.agent_id, to_queue=to_queue, to_agent=to_agent,
+                                         note="transferred from the agent's phone")
+        except TransferRefused as exc:
+            log.info("REFER from agent %s refused: %s", w.talk.conn.agent_id if w.talk else "?", exc)
+            notify(leg.handle, exc.sip_status)
+            return
+        notify(leg.handle, 200, "OK")
+        self._spawn(self._record_transfer(result["call_id"], result), f"record transfer {result['call_id']}")
+
+    def transfer_targets(self) -> dict:
+        """What the desktop's picker offers: queues and agents with their state."""
+        now = self.now()
+        queues = []
+        for name, qc in self.engine.config.queues.items():
+            snap = self.engine.queue_snapshot(name, now=now)
+            queues.append({"name": name, "description": qc.description, "waiting": snap.waiting,
+                           "available": snap.available, "staffed": snap.staffed})
+        agents = [{"id": a.id, "name": a.profile.name, "state": a.state.value,
+                   "extension": a.profile.phone.extension} for a in self.engine.agents()]
+        return {"queues": queues, "agents": agents}
 
     # ------------------------------------------------------------------------------------------ callbacks
     def callback_route(self, number: str, ctx: dict) -> tuple[str, tuple[str, int] | None]:
@@ -745,6 +1140,7 @@ async def attach_routing(server: Any, services: Any, queues_path: Path, prompts:
     service = QueueService(engine, server.manager, phones, prompts, recorder=services.recorder, hub=hub,
                            from_host=cfg.sip.advertised_host or cfg.sip.host, base_dir=cfg.base_dir, db=server.db)
     services.queue_handoff = service
+    server.manager.on_refer = service.on_refer
     control = EngineAgentControl(service, services.recorder)
     wallboard = EngineWallboard(service)
     server.manager.app = FeatureCodeApplication(server.manager.app, control, phones, prompts)

@@ -39,6 +39,7 @@ class MaxWait(_Strict):
     action: MaxWaitAction
     target: str | None = None          # queue name for overflow, mailbox for voicemail
     prompt: str | None = None
+    max_message_seconds: float = Field(120.0, gt=0, le=600)     # voicemail: longest message kept
 
     @model_validator(mode="after")
     def _target_for_overflow(self) -> "MaxWait":

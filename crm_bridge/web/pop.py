@@ -95,6 +95,23 @@ def verification_badge(verification: Mapping[str, Any] | None, identified_by: st
             "watchlist": any("WATCHLIST" in f for f in flags), "replay": any("REPLAY" in f for f in flags)}
 
 
+def _transfer_facts(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a transferred call comes from (the last hop of the routing context's trail, with the agent's
+    note) and, on a consultation, who is asking."""
+    trail = info.get("transfers") if isinstance(info.get("transfers"), list) else []
+    hops = [{"from_agent": t.get("from_agent"), "from_queue": t.get("from_queue"), "to_queue": t.get("to_queue"),
+             "to_agent": t.get("to_agent"), "note": t.get("note"), "warm": bool(t.get("warm"))}
+            for t in trail if isinstance(t, Mapping)]
+    last = hops[-1] if hops else None
+    consult = info.get("consult") if isinstance(info.get("consult"), Mapping) else None
+    return {"transfers": hops,
+            "transferred_from": None if last is None else {
+                "agent": last["from_agent"], "queue": last["from_queue"], "note": last["note"],
+                "warm": last["warm"]},
+            "consult_from": None if consult is None else {
+                "agent": consult.get("from_agent"), "queue": consult.get("from_queue"), "note": consult.get("note")}}
+
+
 def _record_facts(s: Any, call_id: str) -> dict[str, Any] | None:
     r = s.scalars(select(m.CallRecord).where(m.CallRecord.call_id == call_id)).first()
     if r is None:
@@ -196,6 +213,7 @@ async def build_pop(crm: CrmAdapter | None, call_info: Mapping[str, Any], *, db:
         "verification": verification_badge(info.get("verification"), info.get("identified_by"),
                                            info.get("verified")),
         "customer": None, "open_tickets": [], "recent_contacts": [], "crm": "unknown_caller",
+        **_transfer_facts(info),
     }
     if customer_id is None:
         return pop
@@ -314,6 +332,10 @@ class ScreenPopHub:
         if cur is not None and cur.call_id == call_id:
             del self._current[agent_id]
         await self.sockets.send_agent(agent_id, json.dumps({"type": "pop_cleared", "call_id": call_id}))
+
+    async def transfer_event(self, agent_id: str, event: Mapping[str, Any]) -> int:
+        """A step of the agent's transfer (consulted agent ringing/answered, consultation ended, transferred)."""
+        return await self.sockets.send_agent(agent_id, json.dumps({"type": "transfer", **event}, default=str))
 
     async def agent_state(self, agent_id: str, state: Any) -> int:
         """Push a state change (a status dict, an ``AgentStatus`` or routing's ``AgentStateChanged``)."""
