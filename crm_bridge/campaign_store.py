@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -51,6 +52,31 @@ def utc(ts: float) -> datetime:
 
 def epoch(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
+
+
+# ------------------------------------------------------------------------------------------ change notices
+
+_listeners: list[Callable[[int], None]] = []
+
+
+def subscribe(fn: Callable[[int], None]) -> None:
+    """``fn(campaign_id)`` is called (on the caller's thread) after the admin API changed a campaign, so the
+    dialer in the same process applies it at once instead of at its next poll of the database."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def unsubscribe(fn: Callable[[int], None]) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def notify_changed(campaign_id: int) -> None:
+    for fn in list(_listeners):
+        try:
+            fn(campaign_id)
+        except Exception:
+            log.exception("campaign change listener failed")
 
 
 # ------------------------------------------------------------------------------------------ creation
@@ -287,10 +313,15 @@ def load_campaign(s: Session, campaign_id: int, *, now: float) -> LoadedCampaign
                           CampaignRules.model_validate(camp.rules), contacts, [epoch(t) for t in recent], phones)
 
 
-def running_campaigns(s: Session) -> list[int]:
-    return list(s.scalars(select(Campaign.id).where(Campaign.state.in_([CampaignState.RUNNING,
-                                                                        CampaignState.PAUSED]))
-                          .order_by(Campaign.id)))
+def campaign_states(s: Session) -> dict[int, CampaignState]:
+    """Every campaign that is not a draft, with its state (what the dialer service follows)."""
+    return dict(s.execute(select(Campaign.id, Campaign.state).where(Campaign.state != CampaignState.DRAFT)
+                          .order_by(Campaign.id)).all())
+
+
+def campaigns_with_dialing(s: Session) -> list[int]:
+    return list(s.scalars(select(CampaignContact.campaign_id).where(CampaignContact.state == ContactState.DIALING)
+                          .distinct()))
 
 
 def begin_attempt(s: Session, contact_id: int, attempt: int, call_id: str, *, now: float) -> str:
@@ -453,4 +484,5 @@ def contact_rows(s: Session, campaign_id: int, *, limit: int = 500, offset: int 
 __all__ = ["CampaignError", "ContactIn", "ContactsReport", "LoadedCampaign", "add_opt_out", "begin_attempt",
            "campaign_summary", "change_state", "contact_rows", "contacts_from_query", "create_campaign",
            "finish_attempt", "link_response", "list_campaigns", "load_campaign", "mark_answered", "mark_finished",
-           "opted_out_pending", "parse_contacts_csv", "recover", "running_campaigns", "set_contact_state"]
+           "opted_out_pending", "parse_contacts_csv", "recover", "campaign_states", "campaigns_with_dialing",
+           "set_contact_state", "subscribe", "unsubscribe", "notify_changed"]

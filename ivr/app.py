@@ -102,6 +102,8 @@ class Server:
         task = self.extras.get("metrics_task")
         if task is not None:
             task.cancel()
+        if self.extras.get("campaign_service") is not None:
+            await self.extras["campaign_service"].stop(grace=grace)
         await self.manager.shutdown(grace=grace)
         queue_service = self.extras.get("queue_service")
         if queue_service is not None:
@@ -232,6 +234,8 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     await sip.start()
     await _attach_routing(server, services, queues_path, prompts)
     await _start_web(server, crm, recorder, voice)
+    from ivr.campaign.wiring import attach_campaigns
+    await attach_campaigns(server, prompts, clock=clock)
     return server
 
 

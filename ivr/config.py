@@ -181,6 +181,48 @@ class CrmSection(_Strict):
         return self
 
 
+class OutboundRoute(_Strict):
+    """Numbers starting with ``prefix`` (E.164, e.g. ``+39``) leave through ``trunk``."""
+
+    prefix: str = Field("", pattern=r"^\+?\d*$")
+    trunk: str
+
+    @field_validator("trunk")
+    @classmethod
+    def _trunk(cls, v: str) -> str:
+        return _check_trunk(v)
+
+
+def _check_trunk(v: str) -> str:
+    if not v.startswith(("sip:", "sips:")) or "@" not in v:
+        raise ValueError(f"{v!r} is not a SIP URI template: write e.g. 'sip:{{number}}@203.0.113.5:5060'")
+    if "{number}" not in v and "{digits}" not in v:
+        raise ValueError(f"{v!r} has no {{number}} (E.164 with +) or {{digits}} (without +) placeholder")
+    try:
+        v.format(number="+390212345678", digits="390212345678")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"{v!r}: only {{number}} and {{digits}} may appear in braces") from None
+    return v
+
+
+class OutboundConfig(_Strict):
+    """Calls the server places to customers (survey campaigns): through which trunk, with which caller id."""
+
+    trunk: str | None = Field(None, description="SIP URI template, e.g. 'sip:{number}@203.0.113.5:5060'")
+    routes: list[OutboundRoute] = Field(default_factory=list,
+                                        description="per-prefix trunks; the longest matching prefix wins")
+    caller_id: str = Field("survey", max_length=32, pattern=r"^[+A-Za-z0-9._-]+$",
+                           description="user part of the From header (the number customers see)")
+    campaigns: bool = Field(True, description="run the outbound campaigns of the database")
+    poll_seconds: float = Field(5.0, gt=0, le=300,
+                                description="how often campaigns, their state and opt-outs are re-read")
+
+    @field_validator("trunk")
+    @classmethod
+    def _trunk(cls, v: str | None) -> str | None:
+        return None if v is None else _check_trunk(v)
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -194,6 +236,7 @@ class ServerConfig(_Strict):
     voice: VoiceConfig = VoiceConfig()
     web: WebConfig = WebConfig()
     crm: CrmSection = CrmSection()
+    outbound: OutboundConfig = OutboundConfig()
     logging: LoggingConfig = LoggingConfig()
 
     base_dir: Path = Field(default=Path("."), exclude=True)
