@@ -549,9 +549,9 @@ class QueueService:
         return True
 
     async def _take_voicemail(self, w: _Waiter, ev: Overflow) -> None:
-        qc = self.engine.config.queues.get(ev.queue)
+        qc = self.engine.config.queues.get(ev.from_queue)
         limit = qc.max_wait.max_message_seconds if qc is not None and qc.max_wait is not None else None
-        vm = await self.voicemail.take(w.call, queue=ev.queue, context=w.context, mailbox=ev.target,
+        vm = await self.voicemail.take(w.call, queue=ev.from_queue, context=w.context, mailbox=ev.target,
                                        language=w.language, max_seconds=limit)
         if vm is not None:
             self._notify("voicemail", vm.as_dict())

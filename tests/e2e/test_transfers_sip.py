@@ -408,8 +408,11 @@ async def test_voicemail_at_max_wait_stores_the_callers_message_and_notes_it_in_
                     assert detail["call_record"]["call_id"] == vm.call_id
                 async with http.get(base + "/supervisor/voicemail/..%2Fx.wav", headers=auth) as r:
                     assert r.status == 404
-                async with http.get(base + "/supervisor/voicemail.json") as r:
+                async with http.get(base + "/supervisor/voicemail.json",
+                                    headers={"Accept": "application/json"}) as r:
                     assert r.status == 401
+                async with http.get(base + items[0]["audio_url"], allow_redirects=False) as r:
+                    assert r.status in (302, 401)
             async with Desktop(srv, A) as desk:
                 async with desk.http.get(desk.base + "/supervisor/voicemail.json") as r:
                     assert r.status == 403
