@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("db_cmd", choices=["upgrade", "seed-demo"])
     d.add_argument("--config", default="config/server.yaml")
     d.set_defaults(func=_cmd_db)
+
+    from ivr.campaign.cli import add_campaign_parser
+    add_campaign_parser(sub)
     return ap
 
 
