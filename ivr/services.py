@@ -203,7 +203,10 @@ class ContactCentreServices:
             raise
         except Exception as exc:
             log.warning("voice enrollment failed: %s", exc)
-            return A.VoiceResult("error")
+            from voiceauth.errors import Overloaded
+
+            # a full voice queue takes the same branch; the flag says why on the call record
+            return A.VoiceResult("error", flags=("BUSY",) if isinstance(exc, Overloaded) else ())
 
     async def ivr_progress(self, call: Call, ctx: CallContext, trace: IvrTrace) -> None:
         """Commit the path so far after each caller input, so a crash mid-IVR keeps what the caller did."""
