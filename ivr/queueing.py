@@ -878,7 +878,7 @@ class QueueService:
         call_id = w.call.id
         if w.talk is not None and w.talk.consult is not None:
             raise TransferRefused(409, "a consultation is in progress: complete or cancel it first", 491)
-        ctx = {}
+        ctx: dict = {"queue": to_queue} if to_queue else {}
         if target["note"]:
             notes = self._context_of(call_id).get("notes")
             notes = list(notes) if isinstance(notes, list) else ([notes] if notes else [])
