@@ -226,7 +226,11 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
                                             cfg.sip.limits.max_calls_per_second_per_source),
                           on_call_ended=call_ended)
     holder_ref["m"] = manager
-    services.transferrer = SipTransferrer(manager, from_host=cfg.sip.advertised_host or cfg.sip.host, prompts=prompts)
+    from ivr.campaign.trunk import OutboundRouter
+
+    trunks = OutboundRouter(cfg.outbound)
+    services.transferrer = SipTransferrer(manager, from_host=cfg.sip.advertised_host or cfg.sip.host, prompts=prompts,
+                                          tel_route=trunks.route if trunks.configured else None)
     metrics.ACTIVE_CALLS.set_function(lambda: len(manager.calls))
     server.extras["metrics_task"] = loop.create_task(_sync_counters(ua, media))
     server.manager = manager

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ivr.calls import Call, CallerHungUp, Leg, OriginateFailed
+from ivr.errors import ConfigError
 from ivr.flow import actions as A
 from ivr.media.bridge import Bridge
 
@@ -53,7 +54,11 @@ class SipTransferrer:
         if uri.startswith("tel:"):
             if self.tel_route is None:
                 raise ValueError(f"{uri}: tel: targets need an outbound trunk in server.yaml")
-            return self.tel_route(uri[4:])
+            number = "".join(ch for ch in uri[4:] if ch.isdigit() or ch == "+")
+            try:
+                return self.tel_route(number)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
         raise ValueError(f"{uri}: not a sip: or tel: URI")
 
     def _from_uri(self, call: Call) -> str:

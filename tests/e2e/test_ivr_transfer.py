@@ -82,3 +82,19 @@ async def test_busy_transfer_target_gets_the_caller_a_message_then_goodbye(tmp_p
         failed = await PromptPcmSource(PromptRenderer(tmp_path / "prompts", bundled_dirs=[BUNDLED_PROMPTS])) \
             .render_async(PromptRef(_FAILED_TEXT["it"], None, "it"))
         assert result.heard(failed)                   # told why, not left in silence
+
+
+def test_tel_targets_go_out_through_the_outbound_trunk():
+    from ivr.campaign.trunk import OutboundRouter
+    from ivr.config import OutboundConfig
+    from ivr.transfer import SipTransferrer
+
+    router = OutboundRouter(OutboundConfig(trunk="sip:{digits}@192.0.2.7:5070"))
+    t = SipTransferrer(None, from_host="127.0.0.1", tel_route=router.route)
+    assert t.route("tel:+39-02-1234.5678") == ("sip:390212345678@192.0.2.7:5070", ("192.0.2.7", 5070))
+    assert t.route("sip:desk@pbx.example") == ("sip:desk@pbx.example", None)
+    no_trunk = SipTransferrer(None, from_host="127.0.0.1")
+    with pytest.raises(ValueError, match="outbound trunk"):
+        no_trunk.route("tel:+390212345678")
+    with pytest.raises(ValueError, match="not a sip: or tel: URI"):
+        t.route("mailto:x@y")
