@@ -97,6 +97,11 @@ async def test_blind_transfer_from_the_desktop_to_a_queue_reaches_the_next_agent
                              variables={"ring": 300, "hold": 2000})
         await control.login(A, available=True)
         await control.login(B, available=False, reason="break")
+        post_calls = []
+
+        async def post_call(call, context, agent_id):      # the survey's hook: only after the last agent
+            post_calls.append((call.id, agent_id, len(context.get("transfers", []))))
+        srv.server.extras["queue_service"].post_call = post_call
         rtp = await RtpSink().open()
         caller = await start_sipp(tmp_path, "caller", "uac_queue_wait_bye.xml", remote=srv.address,
                                   variables=caller_vars(GIULIA, "1", rtp))
@@ -144,6 +149,7 @@ async def test_blind_transfer_from_the_desktop_to_a_queue_reaches_the_next_agent
             assert offer_b.context["ivr_path"] and offer_b.context["transfers"][0]["note"] == "asks about a mortgage"
             assert state(srv, A) == "wrap_up"
             await until(lambda: state(srv, B) == "wrap_up", what="B in wrap-up")
+            assert post_calls == [(call_id, B, 1)]
             # B's screen pop: the customer, and where the call comes from with A's note
             pop = srv.server.extras["hub"].current(B).pop
             assert pop["call_id"] == call_id and pop["customer"]["name"] == "Giulia Bianchi"
