@@ -302,6 +302,8 @@ class QueueService:
                 w.ewt = act.ewt_seconds
         elif isinstance(act, ConsultEnded):
             self._consults.pop(act.consult_id, None)
+            if act.agent_id:
+                self._notify("clear", act.agent_id, act.call_id)      # the consulted agent's pop goes away
             w = self._waiters.get(act.call_id)
             if w is not None:
                 w.commands.put_nowait(("consult_ended", act.reason))

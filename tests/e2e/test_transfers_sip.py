@@ -246,6 +246,7 @@ async def test_warm_transfer_no_answer_and_cancel_bring_the_agent_back_to_the_ca
             (ended,) = history(srv, ConsultEnded)
             assert (ended.call_id, ended.agent_id, ended.reason) == (call_id, C, "rona")
             assert state(srv, C) == "not_ready" and state(srv, A) == "on_call"
+            await until(lambda: srv.server.extras["hub"].current(C) is None, what="C's pop cleared")
             assert await c.wait() == 0 and len(c.received("CANCEL")) == 1
             # B answers, then A cancels: B's leg is hung up, B is free again, A talks with the caller again
             async with Desktop(srv, A) as desk:
@@ -256,6 +257,7 @@ async def test_warm_transfer_no_answer_and_cancel_bring_the_agent_back_to_the_ca
                 assert status == 200 and body["state"] == "cancelled", body
             assert await b.wait() == 0, b.messages()[-3000:]            # the server's BYE
             await until(lambda: state(srv, B) == "available", what="B free again")
+            await until(lambda: srv.server.extras["hub"].current(B) is None, what="B's pop cleared")
             assert state(srv, A) == "on_call" and talking_call(srv, A) == call_id
             assert [e.reason for e in history(srv, ConsultEnded)] == ["rona", "cancelled"]
             assert await caller.wait() == 0, caller.messages()[-3000:]  # A hangs up at the end of its talk
