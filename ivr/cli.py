@@ -42,7 +42,12 @@ def _cmd_voice(args: argparse.Namespace, rest: list[str]) -> int:
         from voiceauth.evaluation import voice_eval_main
 
         return voice_eval_main(rest) or 0
-    print("usage: contact-server voice eval TRIALS.csv --root DIR [...]", file=sys.stderr)
+    if args.voice_cmd == "rotate-key":
+        from ivr.key_rotation import rotate_key_main
+
+        return rotate_key_main(rest)
+    print("usage: contact-server voice eval TRIALS.csv --root DIR [...] | voice rotate-key --new-key-file F",
+          file=sys.stderr)
     return 2
 
 
@@ -78,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=_cmd_call)
 
-    vo = sub.add_parser("voice", help="voice biometrics tools (eval)")
-    vo.add_argument("voice_cmd", choices=["eval"])
+    vo = sub.add_parser("voice", help="voice biometrics tools (eval, rotate-key)")
+    vo.add_argument("voice_cmd", choices=["eval", "rotate-key"])
     vo.set_defaults(func=None)
 
     d = sub.add_parser("db", help="database: upgrade (migrations), seed-demo")
