@@ -62,6 +62,7 @@ _TEXT = {
                      "per terminare, riagganci o resti in silenzio.",
         "voicemail_thanks": "Grazie, il suo messaggio è stato registrato. La richiameremo. Arrivederci.",
         "transferring": "Attenda in linea, la stiamo trasferendo.",
+        "voicemail_key": "Per lasciare un messaggio invece di attendere, prema {k}.",
     },
     "en": {
         "position": "You are number {n} in the queue.",
@@ -75,6 +76,7 @@ _TEXT = {
                      "stay silent.",
         "voicemail_thanks": "Thank you, your message has been recorded. We will call you back. Goodbye.",
         "transferring": "Please hold, we are transferring your call.",
+        "voicemail_key": "To leave a message instead of waiting, press {k}.",
     },
 }
 
@@ -103,6 +105,11 @@ class TransferRefused(IvrError):
         super().__init__(message)
         self.status = status
         self.sip_status = sip_status
+
+
+@dataclass(slots=True)
+class _VoicemailKey:
+    """The caller pressed the queue's voicemail key while waiting."""
 
 
 @dataclass(slots=True)
@@ -406,23 +413,70 @@ class QueueService:
             if await self._offer_callback(w):
                 return
         if self.leave_when_empty and self._nobody_staffed(w):
+            if self._voicemail_of(w.queue) is not None:
+                log.info("call %s: nobody is logged in for queue %s: voicemail", w.call.id, w.queue)
+                await self._leave_for_voicemail(w, "voicemail_no_agents")
+                return
             log.info("call %s: nobody is logged in for queue %s: the caller is asked to call again", w.call.id,
                      w.queue)
             with contextlib.suppress(CallerHungUp):
                 await self._say(w, "goodbye")
             w.call.hangup()
             return
-        while True:
-            ev = await self._wait_event(w)
-            if isinstance(ev, _Connected):
-                if await self._talk(w, ev):
-                    return
-                continue
-            if isinstance(ev, Announce):
-                await self._announce(w, ev)
-            elif isinstance(ev, Overflow):
-                if await self._overflow(w, ev):
-                    return
+        unlisten = await self._offer_voicemail_key(w)
+        try:
+            while True:
+                ev = await self._wait_event(w)
+                if isinstance(ev, _Connected):
+                    if await self._talk(w, ev):
+                        return
+                    continue
+                if isinstance(ev, Announce):
+                    await self._announce(w, ev)
+                elif isinstance(ev, Overflow):
+                    if await self._overflow(w, ev):
+                        return
+                elif isinstance(ev, _VoicemailKey):
+                    if await self._leave_for_voicemail(w, "voicemail_key"):
+                        return
+        finally:
+            unlisten()
+
+    def _voicemail_of(self, queue: str) -> Any | None:
+        qc = self.engine.config.queues.get(queue)
+        mw = qc.max_wait if qc is not None else None
+        return mw if mw is not None and mw.action.value == "voicemail" else None
+
+    async def _offer_voicemail_key(self, w: _Waiter) -> Callable[[], None]:
+        """Tell the caller the queue's voicemail key and listen for it while they wait (not while they talk)."""
+        mw = self._voicemail_of(w.queue)
+        if mw is None or mw.voicemail_key is None:
+            return lambda: None
+        key, session = mw.voicemail_key, w.call.session
+
+        def on_digit(_session: Any, digit: Any) -> None:
+            if digit.digit == key and w.talk is None and w.connected is None:
+                w.events.put_nowait(_VoicemailKey())
+
+        session.add_dtmf_listener(on_digit)
+        t = _TEXT.get(w.language, _TEXT["it"])
+        with contextlib.suppress(CallerHungUp):
+            await w.call.play(await self._render(A.PromptRef(t["voicemail_key"].format(k=key), None, w.language)))
+        return lambda: session.remove_dtmf_listener(on_digit)
+
+    async def _leave_for_voicemail(self, w: _Waiter, reason: str) -> bool:
+        """The caller leaves the line for the queue's voicemail; False when that is no longer possible."""
+        mw = self._voicemail_of(w.queue)
+        if mw is None:
+            return False
+        try:
+            self.drive(lambda now: self.engine.leave_queue(w.call.id, now=now, reason=reason))
+        except RoutingError as exc:
+            log.info("call %s: cannot leave the queue for voicemail: %s", w.call.id, exc)
+            return False
+        w.call.session.clear_digits()
+        return await self._overflow(w, Overflow(self.now(), w.call.id, w.queue, OverflowKind.VOICEMAIL, mw.target,
+                                                mw.prompt))
 
     async def _wait_event(self, w: _Waiter):
         """Music on hold until something happens to this caller; raises CallerHungUp when they leave."""

@@ -40,11 +40,14 @@ class MaxWait(_Strict):
     target: str | None = None          # queue name for overflow, mailbox for voicemail
     prompt: str | None = None
     max_message_seconds: float = Field(120.0, gt=0, le=600)     # voicemail: longest message kept
+    voicemail_key: str | None = Field(None, pattern=r"^[0-9*#]$")  # voicemail: the caller may press it to go now
 
     @model_validator(mode="after")
     def _target_for_overflow(self) -> "MaxWait":
         if self.action is MaxWaitAction.OVERFLOW and not self.target:
             raise ValueError("action 'overflow' needs 'target: <queue name>'")
+        if self.voicemail_key is not None and self.action is not MaxWaitAction.VOICEMAIL:
+            raise ValueError("'voicemail_key' needs 'action: voicemail'")
         return self
 
 

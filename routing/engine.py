@@ -302,6 +302,22 @@ class RoutingEngine:
         self._abandon(call, now, "caller_hangup", acts)
         return acts
 
+    def leave_queue(self, call_id: str, *, now: float, reason: str) -> Actions:
+        """The caller leaves the line by choice (a voicemail key, or voicemail when nobody is logged in): not an
+        abandon, like leaving at max wait (CallLeftQueue). A ringing agent is cancelled and free again."""
+        call = self._call(call_id)
+        if call.state is CallState.CONNECTED or call.is_callback or call.consult_of is not None:
+            raise BadRequest(f"call {call_id!r} is {call.state.value}: only a caller waiting in line can leave it")
+        acts: Actions = []
+        agent = self._agent(call.agent_id) if call.state is CallState.OFFERED and call.agent_id else None
+        self._forget(call)
+        if agent is not None and agent.call_id == call_id:
+            acts.append(CancelOffer(now, call_id, agent.id, reason))
+            if agent.state is S.RESERVED:
+                self._set_available(agent, now, acts)
+        acts.append(CallLeftQueue(now, call_id, call.queue, now - call.queue_entered_at, reason))
+        return acts
+
     def cancel_callback(self, call_id: str, *, now: float) -> Actions:
         call = self._call(call_id)
         if not call.is_callback or call.state is not CallState.WAITING:

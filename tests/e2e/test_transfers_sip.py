@@ -429,3 +429,44 @@ async def test_voicemail_at_max_wait_stores_the_callers_message_and_notes_it_in_
             rtp.close()
             for p in (n, caller):
                 p.stop()
+
+
+async def test_voicemail_key_while_waiting_leaves_the_line_for_voicemail(tmp_path):
+    from routing.events import CallAbandoned, CallLeftQueue
+
+    pa = free_udp_port()
+
+    def tweak(cfg):
+        cfg["queues"]["online_banking"]["max_wait"] = {"seconds": 600, "action": "voicemail",
+                                                       "target": "mailbox:online", "voicemail_key": "2"}
+        cfg["agents"][0]["skills"]["online_banking"] = 8
+
+    voice = tmp_path / "voice.ulaw"
+    subprocess.run(["sox", str(VOICE), "-t", "raw", "-e", "mu-law", "-r", "8000", "-c", "1", str(voice),
+                    "pad", "1.0", "4.0"], check=True, capture_output=True)
+    scenario = tmp_path / "uac_voicemail_key.xml"
+    scenario.write_text((SCENARIOS / "uac_voicemail_key.xml").read_text().replace("VOICE_FILE", str(voice)))
+    async with server(tmp_path, {A: pa}, tweak) as srv:
+        control = srv.server.extras["agent_control"]
+        n = await start_sipp(tmp_path, "ag_a", "uas_agent_noanswer.xml", port=pa)
+        await control.login(A, available=True)
+        rtp = await RtpSink().open()
+        caller = await start_sipp(tmp_path, "caller", str(scenario), remote=srv.address,
+                                  variables=caller_vars(GIULIA, "3", rtp, digits2="1", before2=3000, before3=5000,
+                                                        key="2", speak_after=1000))
+        try:
+            assert await caller.wait(120) == 0, caller.messages()[-3000:]
+            (left,) = history(srv, CallLeftQueue)
+            assert (left.queue, left.reason) == ("online_banking", "voicemail_key")
+            assert history(srv, CallAbandoned) == []
+            box = srv.server.extras["queue_service"].voicemail
+            await until(lambda: box.list(), 10, "voicemail stored")
+            (vm,) = box.list()
+            assert vm.queue == "online_banking" and vm.ani == GIULIA
+            stored = load_wav_8k(box.wav_path(vm.id))
+            assert best_match(stored, _phone_line(load_wav_8k(VOICE))) > 0.9
+            assert await n.wait() == 0
+        finally:
+            rtp.close()
+            for p in (n, caller):
+                p.stop()

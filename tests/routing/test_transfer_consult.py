@@ -135,3 +135,36 @@ def test_reconcile_keeps_a_consultation_of_a_live_call(engine):
     engine.reconcile(set(), now=8.0)
     assert engine.agent("b").state is not AgentState.ON_CALL
     assert engine.agent("a").state is AgentState.WRAP_UP
+
+
+def test_leaving_the_line_for_voicemail_is_not_an_abandon_and_frees_a_ringing_agent(engine):
+    from routing.events import CallAbandoned, CallLeftQueue
+
+    add(engine, "a", general=5)
+    engine.enqueue("w", "vm", now=0.0)                    # nobody logged in: waits
+    acts = engine.leave_queue("w", now=4.0, reason="voicemail_key")
+    (left,) = of_type(acts, CallLeftQueue)
+    assert (left.queue, left.waited_seconds, left.reason) == ("vm", 4.0, "voicemail_key")
+    assert not of_type(acts, CallAbandoned) and engine.stats["vm"].abandoned == 0
+    assert engine.waiting_calls("vm") == []
+    engine.agent_login("a", now=5.0)
+    engine.enqueue("r", "vm", now=6.0)                    # rings a
+    acts = engine.leave_queue("r", now=7.0, reason="voicemail_key")
+    assert [(c.agent_id, c.reason) for c in of_type(acts, CancelOffer)] == [("a", "voicemail_key")]
+    assert engine.agent("a").state is AgentState.AVAILABLE
+    engine.enqueue("t", "vm", now=8.0)
+    engine.offer_answered("t", "a", now=9.0)
+    with pytest.raises(BadRequest):
+        engine.leave_queue("t", now=10.0, reason="voicemail_key")     # talking: not in line any more
+
+
+def test_voicemail_key_needs_a_voicemail_action():
+    from ivr.errors import ConfigError
+    from routing import load_routing_config_text
+
+    base = "version: 1\nskills: {s: ''}\nqueues:\n  q:\n    skills: {s: 1}\n    max_wait: {seconds: 5, action: %s%s}\n"
+    cfg = load_routing_config_text(base % ("voicemail", ", voicemail_key: '2'"), "q.yaml")
+    assert cfg.queues["q"].max_wait.voicemail_key == "2"
+    for action, extra in (("hangup", ", voicemail_key: '2'"), ("voicemail", ", voicemail_key: '22'")):
+        with pytest.raises(ConfigError):
+            load_routing_config_text(base % (action, extra), "q.yaml")
