@@ -264,21 +264,24 @@ def opted_out_pending(s: Session, campaign_id: int) -> list[int]:
 # ------------------------------------------------------------------------------------------ the dialer's log
 
 def recover(s: Session, campaign_id: int, *, now: float) -> list[int]:
-    """Settle the contacts a previous run left ``dialing`` (see the module's docstring); returns their ids."""
-    rows = s.scalars(select(CampaignContact).where(CampaignContact.campaign_id == campaign_id,
-                                                   CampaignContact.state == ContactState.DIALING)).all()
+    """Settle what a previous run left in flight (see the module's docstring); returns the contacts it
+    changed. Only for a server's start: a running server's own calls look exactly like this."""
+    rows = s.scalars(select(CampaignContact).where(
+        CampaignContact.campaign_id == campaign_id,
+        or_(CampaignContact.state == ContactState.DIALING,
+            (CampaignContact.state == ContactState.ANSWERED) & CampaignContact.last_outcome.is_(None)))).all()
     at = utc(now)
     for c in rows:
-        answered = c.response_id is not None
+        answered = c.state is ContactState.ANSWERED or c.response_id is not None
         c.state = ContactState.ANSWERED if answered else ContactState.FAILED
         c.last_outcome = (CallOutcome.HUNG_UP if answered else CallOutcome.INTERRUPTED).value
         c.next_attempt_at = None
         c.updated_at = at
         s.execute(update(CampaignAttempt).where(CampaignAttempt.contact_id == c.id,
                                                 CampaignAttempt.ended_at.is_(None))
-                  .values(ended_at=at, outcome=c.last_outcome))
-        log.warning("campaign %s: contact %s was being called when the server stopped; not dialled again (%s)",
-                    campaign_id, c.id, c.last_outcome)
+                  .values(ended_at=at, outcome=CallOutcome.INTERRUPTED.value))
+        log.warning("campaign %s: contact %s was %s when the server stopped; not dialled again",
+                    campaign_id, c.id, "answering" if answered else "being called")
     return [c.id for c in rows]
 
 
@@ -320,8 +323,10 @@ def campaign_states(s: Session) -> dict[int, CampaignState]:
 
 
 def campaigns_with_dialing(s: Session) -> list[int]:
-    return list(s.scalars(select(CampaignContact.campaign_id).where(CampaignContact.state == ContactState.DIALING)
-                          .distinct()))
+    """Campaigns with calls a previous run left in flight (``dialing``, or answered without an outcome)."""
+    return list(s.scalars(select(CampaignContact.campaign_id).where(or_(
+        CampaignContact.state == ContactState.DIALING,
+        (CampaignContact.state == ContactState.ANSWERED) & CampaignContact.last_outcome.is_(None))).distinct()))
 
 
 def begin_attempt(s: Session, contact_id: int, attempt: int, call_id: str, *, now: float) -> str:
@@ -357,6 +362,7 @@ def mark_answered(s: Session, contact_id: int, *, now: float) -> None:
     if c is None:
         return
     c.state = ContactState.ANSWERED
+    c.last_outcome = None           # in progress: ``recover`` knows it by this
     c.updated_at = utc(now)
     s.execute(update(CampaignAttempt).where(CampaignAttempt.contact_id == contact_id,
                                             CampaignAttempt.attempt == c.attempts)

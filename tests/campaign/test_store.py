@@ -111,10 +111,13 @@ def test_restart_never_redials_a_contact_left_dialing(seeded):
     seeded.run_sync(lambda s: cs.link_response(s, b, 42))
     # the server dies here; the next start settles both before loading
     settled = seeded.run_sync(lambda s: cs.recover(s, cid, now=T0 + 100))
-    assert sorted(settled) == [a]           # b is 'answered' (a final state), a was 'dialing'
+    assert sorted(settled) == sorted([a, b])       # a was ringing, b answering
     rows = {c["id"]: c for c in seeded.read_sync(lambda s: cs.contact_rows(s, cid))}
     assert rows[a]["state"] == "failed" and rows[a]["last_outcome"] == "interrupted"
-    assert rows[b]["state"] == "answered"
+    assert rows[b]["state"] == "answered" and rows[b]["last_outcome"] == "hung_up"
+    open_attempts = seeded.read_sync(lambda s: s.scalars(select(CampaignAttempt.outcome)).all())
+    assert open_attempts == ["interrupted", "interrupted"]
+    assert seeded.run_sync(lambda s: cs.recover(s, cid, now=T0 + 200)) == []
     again = seeded.read_sync(lambda s: cs.load_campaign(s, cid, now=T0 + 100))
     assert sorted(again.recent_starts) == []                     # both attempts are older than a minute
     d = CampaignDialer(again.rules, again.contacts, state=again.state, recent_starts=again.recent_starts)
