@@ -197,3 +197,42 @@ async def test_restart_mid_campaign_calls_nobody_twice(tmp_path):
     for i, n in enumerate(numbers):
         if n != MARCO:
             assert answers[n] == [("q1", str(i + 1)), ("q2", str(i + 1))]
+
+
+async def test_pause_resume_and_opt_out_through_the_admin_api(tmp_path):
+    """One call at a time. Paused while the first customer answers: nobody else is called until resume; a
+    customer put on the do-not-call list meanwhile is never called."""
+    numbers = [GIULIA, MARCO, ANNA]
+    phones = {n: await customer(tmp_path, f"p{i}", "uas_customer_survey.xml", 2, ring=200, before=1500, gap=2500,
+                                d1="3", d2="3") for i, n in enumerate(numbers)}
+    try:
+        async with campaign_server(tmp_path / "srv", {n: p.port for n, p in phones.items()},
+                                   tmp_path / "campaign.db") as srv:
+            status, body = await api(srv, "POST", "/campaigns", {
+                "name": "pause", "survey": SURVEY_NAME, "start": True,
+                "contacts": [{"phone": n} for n in numbers],
+                "rules": {"pacing": {"max_concurrent": 1, "calls_per_minute": 60, "ring_timeout": 5}}})
+            assert status == 201, body
+            cid = body["id"]
+            await until(lambda: contacts(srv, cid)[GIULIA]["state"] == "answered", timeout=60, what="answer")
+            status, body = await api(srv, "POST", f"/campaigns/{cid}/pause")
+            assert status == 200 and body["state"] == "paused"
+            status, _ = await api(srv, "POST", "/opt-outs", {"phone": ANNA, "reason": "asked by e-mail"})
+            assert status == 201
+            await until(lambda: contacts(srv, cid)[GIULIA]["state"] == "completed", timeout=60, what="survey end")
+            # the service has seen the pause (its dialer state) and has had a poll to drop Anna
+            service = srv.server.extras["campaign_service"]
+            await until(lambda: service.live()[cid]["state"] == "paused" and
+                        contacts(srv, cid)[ANNA]["state"] == "opted_out", timeout=10, what="pause and opt-out")
+            assert invites(phones[MARCO]) == 0 and contacts(srv, cid)[MARCO]["state"] == "pending"
+            status, body = await api(srv, "POST", f"/campaigns/{cid}/resume")
+            assert status == 200 and body["state"] == "running"
+            final = await wait_campaign(srv, cid, {"finished"})
+            by_phone = contacts(srv, cid)
+    finally:
+        for p in phones.values():
+            p.stop()
+    assert {n: invites(p) for n, p in phones.items()} == {GIULIA: 1, MARCO: 1, ANNA: 0}
+    assert {n: c["state"] for n, c in by_phone.items()} == {GIULIA: "completed", MARCO: "completed",
+                                                            ANNA: "opted_out"}
+    assert final["by_state"]["opted_out"] == 1 and final["called"] == 2
