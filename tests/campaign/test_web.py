@@ -109,6 +109,7 @@ async def test_supervisor_page_and_openapi(client):
     resp = await client.get("/supervisor/campaigns", headers=H)
     text = await resp.text()
     assert resp.status == 200 and "Page &lt;b&gt;test&lt;/b&gt;" in text and 'class="state">draft' in text
+    assert '<a href="/supervisor/campaigns">Campaigns</a>' in text           # in the supervisors' menu
     assert (await client.get("/supervisor/campaigns", allow_redirects=False)).status in (302, 401)
     js = await (await client.get("/supervisor/campaigns.json", headers=H)).json()
     assert js["items"][0]["by_state"]["pending"] == 1
