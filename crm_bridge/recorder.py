@@ -296,19 +296,38 @@ class CallRecorder:
         await self._step(fn)
 
     async def wrapped_up(self, call_id: str, disposition: str, notes: str | None = None,
-                         at: datetime | None = None) -> None:
-        """The agent's disposition closes the ticket."""
+                         at: datetime | None = None, agent_id: str | None = None) -> None:
+        """The agent's disposition closes the ticket. An agent who transferred the call (``agent_id`` is not the
+        agent who has it now) only adds their note: the ticket stays open for the agent who took the call."""
         now = at or self.clock()
 
         def fn(s: Session) -> None:
             rec = self._record(s, call_id)
+            ticket = s.get(m.Ticket, rec.ticket_id) if rec.ticket_id else None
+            if agent_id is not None and rec.transfers > 0 and self._holder(s, call_id) != agent_id:
+                if ticket is not None and notes:
+                    line = f"[{agent_id}, {disposition}] {notes}"
+                    self._ticket_changed(s, ticket, {"notes": (ticket.notes + "\n" if ticket.notes else "") + line},
+                                         now)
+                return
+            closing_notes = notes
+            if ticket is not None and notes is not None and ticket.notes and rec.transfers > 0 \
+                    and ticket.status is not m.TicketStatus.CLOSED:
+                closing_notes = ticket.notes + "\n" + notes   # keep what the transferring agents wrote
             rec.disposition = disposition
             if rec.ended_at is not None:
                 rec.wrapup_seconds = _secs(rec.ended_at, now)
-            ticket = s.get(m.Ticket, rec.ticket_id) if rec.ticket_id else None
             if ticket is not None:
-                self._close_ticket(s, ticket, disposition, notes, now)
+                self._close_ticket(s, ticket, disposition, closing_notes, now)
         await self._step(fn)
+
+    @staticmethod
+    def _holder(s: Session, call_id: str) -> str | None:
+        """Who has the call now: the agent of the last answer, unless a transfer came after it."""
+        last = s.scalars(select(m.QueueEvent).where(m.QueueEvent.call_id == call_id,
+                                                    m.QueueEvent.event.in_(("answered", "transferred")))
+                         .order_by(m.QueueEvent.id.desc())).first()
+        return last.agent_id if last is not None and last.event == "answered" else None
 
     async def close_stale_calls(self, reason: str = "server_restart", at: datetime | None = None) -> int:
         """End every record still active (left by a crash); returns how many. Call once at start-up."""

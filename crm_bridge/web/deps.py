@@ -51,7 +51,8 @@ class WallboardSource(Protocol):
 
 
 class CallRecorderLike(Protocol):
-    async def wrapped_up(self, call_id: str, disposition: str, notes: str | None = None) -> None: ...
+    async def wrapped_up(self, call_id: str, disposition: str, notes: str | None = None, *,
+                         agent_id: str | None = None) -> None: ...
 
 
 class VoiceEnroller(Protocol):

@@ -234,7 +234,7 @@ async def wrap_up(request: web.Request) -> web.Response:
         return json_error(403, "this call is not yours to wrap up")
     recorder = deps.recorder or CallRecorder(deps.db)
     try:
-        await recorder.wrapped_up(call_id, disposition, notes)
+        await recorder.wrapped_up(call_id, disposition, notes, agent_id=agent_id)
     except CallRecordError:
         ticket = current.pop.get("ticket_id") if current is not None else None
         if ticket is None:

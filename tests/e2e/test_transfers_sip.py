@@ -160,6 +160,24 @@ async def test_blind_transfer_from_the_desktop_to_a_queue_reaches_the_next_agent
             assert rec["transfers"] == 1 and rec["agent_id"] == B and rec["queue"] == "general"
             assert [ev for ev, _ in queue_events(srv, call_id)] == \
                 ["queued", "answered", "transferred", "queued", "answered"]
+            # A's wrap-up only adds a note; B's closes the ticket with both notes
+            from crm_bridge import models as m
+
+            ticket = lambda: srv.query(lambda s: (lambda t: (t.status, t.disposition, t.notes))(  # noqa: E731
+                s.get(m.Ticket, rec["ticket_id"])))
+            async with Desktop(srv, A) as desk_a:
+                status, body = await desk_a.post("/desktop/wrapup", {"call_id": call_id, "disposition": "resolved",
+                                                                     "notes": "sent to general for the mortgage"})
+                assert status == 200, body
+            st, disp, notes = ticket()
+            assert st is not m.TicketStatus.CLOSED and "sent to general for the mortgage" in notes
+            async with Desktop(srv, B) as desk_b:
+                status, body = await desk_b.post("/desktop/wrapup", {"call_id": call_id, "disposition": "resolved",
+                                                                     "notes": "appointment booked"})
+                assert status == 200, body
+            st, disp, notes = ticket()
+            assert st is m.TicketStatus.CLOSED and disp == "resolved"
+            assert "sent to general" in notes and "appointment booked" in notes
             # the KPI transfer rate counts it
             from crm_bridge.kpi import kpi_report
 
