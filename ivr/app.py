@@ -180,8 +180,10 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     rtp_host = cfg.rtp.advertised_host or cfg.rtp.host
     media = MediaEngine(cfg.rtp.host, cfg.rtp.port_min, cfg.rtp.port_max, dtmf_mode=DtmfMode(cfg.sip.dtmf_mode))
     server.media = media
+    domains = tuple(cfg.sip.domains) + ((cfg.sip.host,) if cfg.sip.domains else ())
     ua = SipUserAgent(UaConfig(host=cfg.sip.advertised_host or cfg.sip.host, port=cfg.sip.port,
-                               user_agent=cfg.sip.user_agent, max_message_size=cfg.sip.limits.max_message_size))
+                               user_agent=cfg.sip.user_agent, max_message_size=cfg.sip.limits.max_message_size,
+                               max_dialogs=cfg.sip.limits.max_dialogs, domains=domains))
     holder_ref: dict[str, CallManager] = {}
 
     async def on_event(ev):

@@ -52,6 +52,8 @@ class PeerConfig(_Strict):
 class LimitsConfig(_Strict):
     max_message_size: int = Field(65535, ge=1024, le=1 << 20)
     max_concurrent_calls: int = Field(2000, ge=1)
+    max_dialogs: int = Field(10_000, ge=1, description="calls held by the SIP core at once (inbound, agent legs "
+                                                        "and transfers); a new INVITE beyond it gets 503")
     max_calls_per_second_per_source: float = Field(500.0, gt=0)
     messages_per_second_per_source: float = Field(200.0, gt=0)
     message_burst_per_source: float = Field(400.0, ge=1)
@@ -65,6 +67,8 @@ class SipConfig(_Strict):
     advertised_host: str | None = None
     transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
     realm: str = "contact-server"
+    domains: list[str] = Field(default_factory=list, description="hosts accepted in the Request-URI besides "
+                               "advertised_host/host; when set, requests for any other host are dropped")
     default_region: str = "IT"
     dtmf_mode: Literal["rfc4733", "info", "inband", "auto"] = "auto"
     peers: list[PeerConfig] = []

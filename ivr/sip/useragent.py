@@ -93,6 +93,13 @@ class UaConfig:
     max_message_size: int = 65535
     contact_user: str | None = None
     timers: TimerValues = DEFAULT_TIMERS
+    max_dialogs: int = 10_000
+    """Calls (early or confirmed dialogs, both directions) held at once; a new INVITE beyond it gets 503 with
+    Retry-After before the application sees it, so a flood of INVITEs cannot exhaust memory."""
+    domains: tuple[str, ...] = ()
+    """Hosts this server answers for in the Request-URI (besides ``host``). Empty: any. When set, an
+    out-of-dialog request for any other host is dropped without an answer: scanners probing for an open relay
+    learn nothing."""
 
 
 @dataclass(slots=True)
@@ -101,6 +108,10 @@ class UaStats:
     malformed: int = 0
     dropped: int = 0
     oversized: int = 0
+    foreign_domain: int = 0
+    """Out-of-dialog requests for a host not in ``UaConfig.domains``, dropped."""
+    rejected_dialogs: int = 0
+    """New INVITEs answered 503 because ``max_dialogs`` calls were held."""
     retransmissions: int = 0
     """Requests, responses and ACKs recognised as retransmissions and absorbed."""
     sent: int = 0
@@ -199,6 +210,8 @@ class SipUserAgent:
         self._server_txs: dict[tuple, InviteServerTransaction | NonInviteServerTransaction] = {}
         self._client_txs: dict[tuple, tuple[Any, Callable[[SipResponse | None, float], None]]] = {}
         self._calls: dict[CallHandle, _Call] = {}
+        self._domains = (frozenset(d.lower() for d in (*config.domains, config.host)) if config.domains
+                         else frozenset())
         self._calls_by_callid: dict[str, list[_Call]] = {}
         self._heap: list[tuple[float, int, int]] = []
         self._timed: dict[int, _Timed] = {}
@@ -567,6 +580,10 @@ class SipUserAgent:
         if method == "CANCEL":
             self._on_cancel(request, flow, now)
             return
+        if not request.to.tag and self._domains and request.uri.host.lower() not in self._domains:
+            self.stats.foreign_domain += 1
+            log.debug("dropped %s for foreign host %s from %s", method, request.uri.host, flow.address)
+            return
         if method not in self._allowed:
             self._reply_or_reject_invite(request, flow, now, 405, "Method Not Allowed", [("Allow", self._allow_header)])
             return
@@ -576,7 +593,12 @@ class SipUserAgent:
             return
         if request.to.tag:
             self._on_in_dialog(request, flow, now)
-        elif method == "INVITE":
+            return
+        if method == "INVITE":
+            if len(self._calls) >= self.config.max_dialogs:
+                self.stats.rejected_dialogs += 1
+                self._reply_or_reject_invite(request, flow, now, 503, "Service Unavailable", [("Retry-After", "5")])
+                return
             self._on_invite(request, flow, now)
         elif method == "OPTIONS":
             self._reply(request, flow, now, 200, "OK", self._capabilities())
