@@ -93,6 +93,7 @@ class CampaignService:
         self._refreshing: asyncio.Lock = asyncio.Lock()
         self._refresh_soon = asyncio.Event()
         self._stopping = False
+        self._script_errors: set[int] = set()
         self.stats = {"placed": 0, "answered": 0, "not_placed": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -178,9 +179,12 @@ class CampaignService:
         try:
             self.scripts(loaded.survey)
         except Exception as exc:
-            log.error("campaign %s (%s): survey script %r cannot be loaded (%s); the campaign waits until it can",
-                      cid, loaded.name, loaded.survey, exc)
+            if cid not in self._script_errors:
+                log.error("campaign %s (%s): survey script %r cannot be loaded (%s); the campaign waits until it "
+                          "can", cid, loaded.name, loaded.survey, exc)
+            self._script_errors.add(cid)
             return
+        self._script_errors.discard(cid)
         dialer = CampaignDialer(loaded.rules, loaded.contacts, state=loaded.state,
                                 recent_starts=loaded.recent_starts)
         run = _Run(cid, loaded.name, loaded.survey, loaded.language, dialer, loaded.phones,
