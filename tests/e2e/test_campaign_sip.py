@@ -238,3 +238,27 @@ async def test_pause_resume_and_opt_out_through_the_admin_api(tmp_path):
     assert {n: c["state"] for n, c in by_phone.items()} == {GIULIA: "completed", MARCO: "completed",
                                                             ANNA: "opted_out"}
     assert final["by_state"]["opted_out"] == 1 and final["called"] == 2
+
+
+async def test_outside_the_calling_window_nobody_is_called_until_it_opens(tmp_path):
+    """The server's clock reads Wednesday 10:30 in Rome; the campaign may only call on Thursdays."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    phone = await customer(tmp_path, "thursday", "uas_customer_survey.xml", 1, ring=200, before=1500, gap=2500,
+                           d1="1", d2="1")
+    try:
+        async with campaign_server(tmp_path / "srv", {GIULIA: phone.port}, tmp_path / "campaign.db") as srv:
+            status, body = await api(srv, "POST", "/campaigns", {
+                "name": "thursday", "survey": SURVEY_NAME, "start": True, "contacts": [{"phone": GIULIA}],
+                "rules": {"window": {"timezone": "Europe/Rome", "hours": {"thu": "09:00-12:00"}}}})
+            assert status == 201, body
+            service = srv.server.extras["campaign_service"]
+            await until(lambda: body["id"] in service.live(), timeout=10, what="campaign loaded")
+            live = service.live()[body["id"]]
+            assert live["state"] == "running" and live["in_flight"] == 0
+            assert live["next_timer"] == datetime(2025, 3, 13, 9, 0, tzinfo=ZoneInfo("Europe/Rome")).timestamp()
+            assert contacts(srv, body["id"])[GIULIA]["state"] == "pending"
+    finally:
+        phone.stop()
+    assert invites(phone) == 0
