@@ -25,7 +25,7 @@ from ivr.media.audio import load_wav_8k
 from ivr.media.g711 import ulaw_decode, ulaw_encode
 from routing.events import CallAnswered, CallEnded, CallTransferred, ConsultEnded, Offer
 from tests.conftest import REPO
-from tests.e2e.harness import SCENARIOS, SIPP, RtpSink, free_udp_port
+from tests.e2e.harness import SCENARIOS, SIPP, RtpSink, best_correlation, free_udp_port
 from tests.e2e.server_fixture import IN_HOURS, ShiftedClock, contact_server
 from tests.e2e.test_routing_sip import (GIULIA, MARCO, caller_vars, ended_record, history, queue_events, start_sipp,
                                         until, write_queues)
@@ -201,7 +201,8 @@ async def test_warm_transfer_consults_then_completes(tmp_path):
         await control.login(A, available=True)
         await control.login(B, available=False, reason="break")
         rtp = await RtpSink().open()
-        caller = await start_sipp(tmp_path, "caller", "uac_queue_wait_bye.xml", remote=srv.address,
+        # digits by INFO: the caller sends no RTP, so what the server plays reaches the caller's port
+        caller = await start_sipp(tmp_path, "caller", "uac_queue_info_wait_bye.xml", remote=srv.address,
                                   variables=caller_vars(MARCO, "1", rtp))
         try:
             await until(lambda: state(srv, A) == "on_call", 60, "agent A talking")
@@ -215,6 +216,12 @@ async def test_warm_transfer_consults_then_completes(tmp_path):
                 assert status == 200 and body["state"] == "ringing", body
                 await until(lambda: state(srv, B) == "on_call", 20, "B answered the consultation")
                 assert state(srv, A) == "on_call"                          # A still has the caller
+                # meanwhile the caller hears the queue's music on hold
+                held_from = len(rtp.packets)
+                await until(lambda: len(rtp.packets) - held_from >= 40, 10, "music on hold")
+                heard = RtpSink(packets=rtp.packets[held_from:]).audio()
+                moh = load_wav_8k(REPO / "audio_fixtures" / "moh" / "gentle_tones.wav")
+                assert best_correlation(moh, heard[:4000]) > 0.9
                 pop_b = srv.server.extras["hub"].current(B).pop
                 assert pop_b["call_id"] == call_id
                 assert pop_b["consult_from"]["agent"] == A and pop_b["consult_from"]["note"].startswith("card")
