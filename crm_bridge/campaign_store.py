@@ -211,15 +211,23 @@ def create_campaign(s: Session, *, name: str, survey: str, rules: CampaignRules,
 
 # ------------------------------------------------------------------------------------------ opt-outs
 
-def _survey_opt_out_clause(customer_id: int) -> Any | None:
-    """Part 1's survey responses: a customer who chose "do not call me" in any survey. The survey store
-    is optional here (the campaign also writes a do-not-call row when a survey ends opted out)."""
+def _survey_response_model() -> Any | None:
+    """The survey store's response model when it is installed and has what the check needs (a customer and a
+    status): a customer who chose "do not call me" in any survey is never called by a campaign. The campaign
+    also writes a do-not-call row itself when its own survey ends opted out."""
     try:
         from . import survey_models as sm  # type: ignore[attr-defined]
     except ImportError:
         return None
     resp = getattr(sm, "SurveyResponse", None)
     if resp is None or not hasattr(resp, "customer_id") or not hasattr(resp, "status"):
+        return None
+    return resp
+
+
+def _survey_opt_out_clause(customer_id: int) -> Any | None:
+    resp = _survey_response_model()
+    if resp is None:
         return None
     return select(resp.id).where(resp.customer_id == customer_id, resp.status == "opted_out").exists()
 
@@ -254,11 +262,26 @@ def add_opt_out(s: Session, *, customer_id: int | None = None, e164: str | None 
 
 
 def opted_out_pending(s: Session, campaign_id: int) -> list[int]:
-    """Pending contacts of the campaign that are now on the do-not-call list (or opted out in a survey)."""
-    rows = s.execute(select(CampaignContact.id, CampaignContact.customer_id, CampaignContact.phone)
-                     .where(CampaignContact.campaign_id == campaign_id,
-                            CampaignContact.state == ContactState.PENDING)).all()
-    return [cid for cid, cust, phone in rows if _is_opted_out(s, cust, phone)]
+    """Pending contacts of the campaign that are now on the do-not-call list (or opted out in a survey); one
+    query whatever the size of the campaign, since the service asks at every poll."""
+    listed = select(ContactOptOut.id).where(or_(
+        (ContactOptOut.customer_id == CampaignContact.customer_id) & CampaignContact.customer_id.is_not(None),
+        ContactOptOut.e164 == CampaignContact.phone)).exists()
+    conds = [listed]
+    survey = _survey_opt_out_exists()
+    if survey is not None:
+        conds.append(survey)
+    return list(s.scalars(select(CampaignContact.id).where(CampaignContact.campaign_id == campaign_id,
+                                                           CampaignContact.state == ContactState.PENDING,
+                                                           or_(*conds))))
+
+
+def _survey_opt_out_exists() -> Any | None:
+    resp = _survey_response_model()
+    if resp is None:
+        return None
+    return select(resp.id).where(resp.customer_id == CampaignContact.customer_id,
+                                 resp.status == "opted_out").exists()
 
 
 # ------------------------------------------------------------------------------------------ the dialer's log

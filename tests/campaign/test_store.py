@@ -172,3 +172,16 @@ def _campaign_with_phone(db, phone):
     cid, _ = db.run_sync(lambda s: cs.create_campaign(s, name="next", survey="csat", rules=RULES, contacts=rows,
                                                       now=T0))
     return cid
+
+
+def test_opted_out_pending_finds_new_entries_by_customer_and_by_number(seeded):
+    phones = _phones(seeded)
+    numbers = sorted(phones)[:3]
+    cid, _ = seeded.run_sync(lambda s: cs.create_campaign(s, name="dnc", survey="csat", rules=RULES, start=True,
+                                                          contacts=[cs.ContactIn(phone=p) for p in numbers], now=T0))
+    assert seeded.read_sync(lambda s: cs.opted_out_pending(s, cid)) == []
+    seeded.run_sync(lambda s: cs.add_opt_out(s, customer_id=phones[numbers[0]], now=T0))
+    seeded.run_sync(lambda s: cs.add_opt_out(s, e164=numbers[2], now=T0))
+    by_phone = {c["phone"]: c["id"] for c in seeded.read_sync(lambda s: cs.contact_rows(s, cid))}
+    assert sorted(seeded.read_sync(lambda s: cs.opted_out_pending(s, cid))) == sorted(
+        [by_phone[numbers[0]], by_phone[numbers[2]]])
