@@ -295,7 +295,7 @@ async def _start_web(server: Server, crm, recorder, voice) -> None:
     from crm_bridge.web.pop import ScreenPopHub
 
     cfg = server.cfg
-    hub = ScreenPopHub(crm, db=server.db)
+    hub = ScreenPopHub(crm, db=server.db, on_verification_view=_verification_view_auditor(voice))
     queue_service = server.extras.get("queue_service")
     if queue_service is not None:
         queue_service.hub = hub
@@ -316,6 +316,22 @@ async def _start_web(server: Server, crm, recorder, voice) -> None:
     server.extras["hub"] = hub
     sockets = [s.getsockname() for s in (site._server.sockets if site._server else [])]
     server.extras["web_port"] = sockets[0][1] if sockets else cfg.web.port
+
+
+def _verification_view_auditor(voice):
+    """An agent shown a pop with a voice verification outcome is a view of biometric results: audited in
+    voiceauth's log (actor ``agent:<id>``), off the event loop."""
+    if voice is None:
+        return None
+
+    async def audit(agent_id: str, pop) -> None:
+        customer = pop.get("customer") or {}
+        cid = customer.get("id")
+        decision = (pop.get("verification") or {}).get("decision")
+        await asyncio.get_running_loop().run_in_executor(None, lambda: voice.store.audit(
+            f"agent:{agent_id}", "verification_viewed", None if cid is None else str(cid), time.time(),
+            call_id=pop.get("call_id"), decision=decision))
+    return audit
 
 
 async def _attach_routing(server: Server, services, queues_path: Path, prompts) -> None:

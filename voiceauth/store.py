@@ -106,7 +106,7 @@ class VoiceprintStore(Protocol):
     def add_enrollment_take(self, customer_id: str, model: str, audio: np.ndarray, rate: int, embedding: np.ndarray,
                             audio_hash: str, now: float) -> None: ...
     def enrollment_takes(self, customer_id: str, model: str) -> list[EnrollmentTake]: ...
-    def record_attempt(self, attempt: AttemptRecord) -> None: ...
+    def record_attempt(self, attempt: AttemptRecord, *, actor: str = ...) -> None: ...
     def recent_attempts(self, customer_id: str, model: str, limit: int) -> list[AttemptRecord]: ...
     def count_decisions_since(self, customer_id: str, decisions: Sequence[str], since: float) -> int: ...
     def add_watchlist(self, label: str, model: str, embedding: np.ndarray, *, actor: str, now: float) -> int: ...
@@ -280,7 +280,8 @@ class SqlVoiceprintStore:
                                    dtype="<i2").copy(), r.sample_rate) for r in rows]
 
     # -- attempts -------------------------------------------------------------------------
-    def record_attempt(self, a: AttemptRecord) -> None:
+    def record_attempt(self, a: AttemptRecord, *, actor: str = "ivr") -> None:
+        """The attempt and its audit row (who verified whom, on which call, with what outcome) in one commit."""
         kid = blob = None
         if a.embedding is not None:
             kid, blob = self._seal("attempts", a.customer_id, a.model, _emb_bytes(a.embedding))
@@ -289,6 +290,8 @@ class SqlVoiceprintStore:
                                          threshold=a.threshold, decision=a.decision, model=a.model,
                                          flags=",".join(a.flags), at=utc(a.at), audio_hash=a.audio_hash, key_id=kid,
                                          embedding_blob=blob))
+            self._audit(s, actor, "voice_verified", a.customer_id, a.at,
+                        {"call_id": a.call_id, "decision": a.decision, "model": a.model})
 
     def _attempt(self, r: VerificationAttemptRow) -> AttemptRecord:
         emb = None

@@ -193,7 +193,7 @@ class Verifier:
     def _record(self, res: VerificationResult, now: float, emb: np.ndarray | None, audio_hash: str | None) -> None:
         self.store.record_attempt(AttemptRecord(res.customer_id, res.call_id, res.score, res.threshold,
                                                 res.decision.value, res.model, tuple(f.value for f in res.flags),
-                                                now, audio_hash, emb))
+                                                now, audio_hash, emb), actor=self.actor)
         if res.decision is Decision.REJECT and self.failures_today(res.customer_id, now) >= \
                 self.policy.max_failures_per_day:
             self.store.audit(self.actor, "locked_out", res.customer_id, now, call_id=res.call_id)

@@ -510,6 +510,59 @@ async def enroll_voice(request: web.Request) -> web.Response:
                               "flags": sorted(getattr(session, "flags", []) or [])}, status=201)
 
 
+def _voice_store(request: web.Request) -> Any:
+    deps = request.app[DEPS]
+    if deps.voice is None:
+        raise ApiError(503, "voice biometrics are not running on this server")
+    return deps.voice.store
+
+
+def _admin_actor(request: web.Request) -> str:
+    """Who is behind the admin token, for the audit log: the caller's ``X-Actor`` header (an operator name)."""
+    name = "".join(ch for ch in request.headers.get("X-Actor", "")[:64] if ch.isprintable()).strip()
+    return f"admin:{name or 'api'}"
+
+
+@api_handler
+async def get_voice_enrollment(request: web.Request) -> web.Response:
+    """What is held about a customer's voice (never the biometric data itself); the read is audited."""
+    store = _voice_store(request)
+    cid = _int_id(request, "id")
+    deps = request.app[DEPS]
+    if await deps.db.read(lambda s: s.get(m.Customer, cid)) is None:
+        raise ApiError(404, f"customer {cid} does not exist")
+    actor, now = _admin_actor(request), now_of(request)
+
+    def read() -> dict[str, Any]:
+        consent = store.active_consent(str(cid))
+        models = store.voiceprint_models(str(cid))
+        out = {"customer_id": cid,
+               "consent": None if consent is None else {"granted_at": consent.granted_at, "channel": consent.channel,
+                                                        "actor": consent.actor},
+               "voiceprints": [{"model": md, "enrollment_takes": len(store.enrollment_takes(str(cid), md))}
+                               for md in models],
+               "recent_verifications": [{"call_id": a.call_id, "at": a.at, "decision": a.decision,
+                                         "score": a.score, "model": a.model}
+                                        for a in store.recent_attempts(str(cid), limit=20)]}
+        store.audit(actor, "biometric_data_viewed", str(cid), now, what="enrollment and verifications")
+        return out
+    return web.json_response(await asyncio.get_running_loop().run_in_executor(None, read))
+
+
+@api_handler
+async def erase_voice_enrollment(request: web.Request) -> web.Response:
+    """Right to erasure: consent withdrawn and every biometric copy removed in one transaction, audited."""
+    store = _voice_store(request)
+    cid = _int_id(request, "id")
+    actor, now = _admin_actor(request), now_of(request)
+    report = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: store.withdraw_consent(str(cid), actor=actor, now=now))
+    log.info("admin API: voice data of customer %s erased by %s", cid, actor)
+    return web.json_response({"customer_id": cid, "voiceprints": report.voiceprints,
+                              "enrollment_takes": report.enrollment_takes,
+                              "attempt_embeddings": report.attempt_embeddings})
+
+
 # ----------------------------------------------------------------------------------- config, calls, KPIs
 
 @api_handler
@@ -565,6 +618,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/customers/{id}", get_customer), ("PATCH", "/customers/{id}", update_customer),
     ("POST", "/customers/{id}/phones", add_phone), ("DELETE", "/customers/{id}/phones/{e164}", delete_phone),
     ("POST", "/customers/{id}/voice-enrollment", enroll_voice),
+    ("GET", "/customers/{id}/voice-enrollment", get_voice_enrollment),
+    ("DELETE", "/customers/{id}/voice-enrollment", erase_voice_enrollment),
     ("POST", "/phones/import", import_phones_csv),
     ("GET", "/agents", list_agents), ("POST", "/agents", create_agent), ("PATCH", "/agents/{id}", update_agent),
     ("GET", "/skills", list_skills), ("POST", "/skills", create_skill),

@@ -146,7 +146,19 @@ def spec() -> dict[str, Any]:
                                          "description": "true records the customer's consent first"},
                              "consent_channel": {"type": "string", "description": "how consent was given"},
                              "actor": {"type": "string", "description": "who uploads (audit log)"}}}}}},
-                     "responses": {**_ok("enrolled", "Enrollment", "201"), "413": _ERR, "503": _ERR}}},
+                     "responses": {**_ok("enrolled", "Enrollment", "201"), "413": _ERR, "503": _ERR}},
+            "get": {"summary": "What is held about the customer's voice: consent, enrolled models, take counts, "
+                               "recent verification outcomes (never biometric data); audited as a view",
+                    "operationId": "getVoiceEnrollment",
+                    "parameters": [{"name": "X-Actor", "in": "header", "required": False,
+                                    "schema": {"type": "string"}, "description": "who reads (audit log)"}],
+                    "responses": {**_ok("voice data held"), "503": _ERR}},
+            "delete": {"summary": "Erase the customer's voice data (consent withdrawn, voiceprints, enrollment "
+                                  "audio and attempt embeddings removed); audited",
+                       "operationId": "eraseVoiceEnrollment",
+                       "parameters": [{"name": "X-Actor", "in": "header", "required": False,
+                                       "schema": {"type": "string"}, "description": "who erases (audit log)"}],
+                       "responses": {**_ok("what was erased"), "503": _ERR}}},
         "/phones/import": {
             "post": {"summary": "Import phone numbers from CSV (per-row error report)", "operationId": "importPhones",
                      "description": "Columns: phone, label, customer_id or account_number; first_name, last_name, "

@@ -274,9 +274,13 @@ class ScreenPopHub:
 
     def __init__(self, crm: CrmAdapter | None = None, *, db: Database | None = None,
                  sockets: SocketRegistry | None = None, clock: Callable[[], float] = time.time,
-                 crm_timeout: float = CRM_TIMEOUT) -> None:
+                 crm_timeout: float = CRM_TIMEOUT,
+                 on_verification_view: Callable[[str, Mapping[str, Any]], Any] | None = None) -> None:
         self.crm = crm
         self.db = db
+        self.on_verification_view = on_verification_view
+        """Called with (agent id, pop) when a pop that shows a voice verification outcome reaches the agent's
+        desktop: biometric results shown to a person are an audited view (voiceauth's audit log)."""
         self.sockets = sockets or SocketRegistry()
         self.clock = clock
         self.crm_timeout = crm_timeout
@@ -301,7 +305,20 @@ class ScreenPopHub:
         sent = await self.sockets.send_agent(agent_id, cur.message(self.clock()))
         if sent:
             metrics.SCREEN_POP_LATENCY.observe(time.perf_counter() - started)
+            await self._viewed(agent_id, cur.pop)
         return sent
+
+    async def _viewed(self, agent_id: str, pop: Mapping[str, Any]) -> None:
+        badge = pop.get("verification") or {}
+        if self.on_verification_view is None or not badge.get("decision"):
+            return
+        try:
+            result = self.on_verification_view(agent_id, pop)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:      # an audit write that fails is logged, the pop is already shown
+            log.error("verification view of %s by agent %s not audited: %s", pop.get("call_id"), agent_id,
+                      type(exc).__name__)
 
     async def answered(self, agent_id: str, call_id: str) -> int:
         cur = self._current.get(agent_id)
@@ -357,3 +374,4 @@ class ScreenPopHub:
         cur = self._current.get(agent_id)
         if cur is not None and cur.pop:
             await ws.send_str(cur.message(self.clock()))
+            await self._viewed(agent_id, cur.pop)
