@@ -103,7 +103,7 @@ async def test_blind_transfer_from_the_desktop_to_a_queue_reaches_the_next_agent
             post_calls.append((call.id, agent_id, len(context.get("transfers", []))))
         srv.server.extras["queue_service"].post_call = post_call
         rtp = await RtpSink().open()
-        caller = await start_sipp(tmp_path, "caller", "uac_queue_wait_bye.xml", remote=srv.address,
+        caller = await start_sipp(tmp_path, "caller", "uac_queue_info_wait_bye.xml", remote=srv.address,
                                   variables=caller_vars(GIULIA, "1", rtp))
         try:
             await until(lambda: state(srv, A) == "on_call", 60, "agent A talking")
@@ -128,6 +128,7 @@ async def test_blind_transfer_from_the_desktop_to_a_queue_reaches_the_next_agent
                                                                        "to_agent": B})
                 assert status == 400, body
                 assert state(srv, A) == "on_call"                      # refusals change nothing
+                heard_from = len(rtp.packets)
                 status, body = await desk_a.post("/desktop/transfer", {
                     "mode": "blind", "to_queue": "general", "note": "asks about a mortgage"})
                 assert status == 200, body
@@ -138,6 +139,14 @@ async def test_blind_transfer_from_the_desktop_to_a_queue_reaches_the_next_agent
             assert await b.wait() == 0, b.messages()[-3000:]
             invites = b.received("INVITE")
             assert len(invites) == 1 and GIULIA in invites[0]
+            # the caller heard "please hold, we are transferring your call" (Italian: Giulia's language)
+            from ivr.flow import actions as FA
+            from ivr.queueing import _TEXT
+
+            said = await srv.server.extras["queue_service"].prompts.render_async(
+                FA.PromptRef(_TEXT["it"]["transferring"], None, "it"))
+            heard = RtpSink(packets=rtp.packets[heard_from:]).audio()
+            assert best_correlation(heard, np.asarray(said)) > 0.9
             (t,) = history(srv, CallTransferred)
             assert (t.call_id, t.from_agent, t.from_queue, t.to_queue) == (call_id, A, "retail_accounts", "general")
             assert [(e.agent_id, e.queue) for e in history(srv, CallAnswered)] == \
