@@ -3,6 +3,10 @@
 The call id travels in a ContextVar, so every log line written while a call's task runs carries it without
 threading a logger through every function. JSON lines are what log shippers (Loki, Elastic) want; ``text`` is
 for a person at a terminal.
+
+Both formatters pass the message, extra fields and tracebacks through ``crm_bridge.masking.redact_text``: a
+card number or IBAN that reaches a log line by accident (an agent's note in an error, a CRM payload in a
+traceback) leaves masked. PINs are never logged in the first place (the IVR keeps them out of traces).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import json
 import logging
 import sys
 import time
+
+from crm_bridge.masking import redact_text
 
 call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
 
@@ -24,16 +30,19 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": redact_text(record.getMessage()),
         }
         cid = getattr(record, "call_id", None) or call_id_var.get()
         if cid:
             out["call_id"] = cid
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key != "call_id" and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                if isinstance(value, (str, int, float, bool, type(None))):
+                    out[key] = redact_text(value) if isinstance(value, str) else value
+                else:
+                    out[key] = redact_text(str(value))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -44,13 +53,13 @@ class TextFormatter(logging.Formatter):
                  and not k.startswith("_")}
         tail = " ".join(f"{k}={v}" for k, v in extra.items())
         head = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{head} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = f"{head} {record.levelname:<7} {record.name}: {redact_text(record.getMessage())}"
         if cid:
             line += f" [call {cid}]"
         if tail:
-            line += f" {tail}"
+            line += f" {redact_text(tail)}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + redact_text(self.formatException(record.exc_info))
         return line
 
 
