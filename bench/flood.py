@@ -145,6 +145,18 @@ def udp_rcvbuf_errors() -> int:
         return -1
 
 
+def socket_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the server's SIP socket (its receive buffer was full): /proc/net/udp."""
+    try:
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == port:
+                return int(parts[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
 async def start_server():
     from ivr.calls import CallLimits, CallManager
     from ivr.config import LimitsConfig
@@ -197,6 +209,7 @@ async def run(args) -> dict:
                          "-set", "rtpport", "9", "-recv_timeout", "20000", "-max_socket", "1000"]
             g0, ua0, m0 = asdict(guard.stats), asdict(sip.ua.stats), dict(manager.stats)
             rcvbuf0 = udp_rcvbuf_errors()
+            sock_drops0 = socket_drops(port)
             media.reset_send_stats()
             cpu0, wall0 = time.process_time(), time.monotonic()
             sender = await asyncio.create_subprocess_exec(
@@ -216,6 +229,7 @@ async def run(args) -> dict:
             rtp = media.send_stats()
             g1, ua1, m1 = asdict(guard.stats), asdict(sip.ua.stats), dict(manager.stats)
             rcvbuf = udp_rcvbuf_errors() - rcvbuf0 if rcvbuf0 >= 0 else None
+            sock_drops = socket_drops(port) - sock_drops0 if sock_drops0 >= 0 else None
             junk = json.loads((await sender.stdout.read()).decode())
             calls_during_flood = len(manager.calls)
             rc, out = await legit
@@ -243,6 +257,7 @@ async def run(args) -> dict:
         "sip_core": {k: ua1[k] - ua0[k] for k in ua0},
         "calls_refused": {k: m1.get(k, 0) - m0.get(k, 0) for k in m1 if k.startswith("rejected")},
         "kernel_udp_rcvbuf_errors_host_wide": rcvbuf,
+        "server_sip_socket_kernel_drops": sock_drops,
         "server_cpu_pct_of_one_core": round(100 * cpu / wall, 1),
         "flood_window_s": round(wall, 2),
     }
@@ -280,8 +295,9 @@ def main() -> int:
     print(f"junk: {j['sent']} sent in {j['elapsed_s']} s = {j['sent_per_s']}/s (target {j['target_rate']}/s), "
           f"answers to the flooder {j['answers_received']}")
     print(f"guard: {g['admitted']} admitted, {g['rate_limited']} rate limited, {g['blocked_drops']} dropped while "
-          f"blocked, {g['blocks']} blocks; reached the server {g['reached_server_per_s']}/s; kernel UDP drops "
-          f"{result['kernel_udp_rcvbuf_errors_host_wide']}; calls refused {result['calls_refused']}")
+          f"blocked, {g['blocks']} blocks; reached the server {g['reached_server_per_s']}/s; dropped by the kernel "
+          f"on the SIP socket {result['server_sip_socket_kernel_drops']} (host-wide UDP "
+          f"{result['kernel_udp_rcvbuf_errors_host_wide']}); calls refused {result['calls_refused']}")
     print(f"legitimate calls: {legit['successful']} ok, {legit['failed']} failed (peak {legit['peak_concurrent_calls']}"
           f" up); RTP send late p50 {legit['rtp_send_late_p50_ms']} ms p99 {legit['rtp_send_late_p99_ms']} ms "
           f"max {legit['rtp_send_late_max_ms']} ms; server CPU {result['server_cpu_pct_of_one_core']}% of a core")

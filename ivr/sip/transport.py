@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import socket
 from typing import Any, Awaitable, Callable, Iterable
 
 from ivr.sip.events import Address, CallHandle, Event, Outgoing, Transport
@@ -103,9 +104,14 @@ class SipServer:
         udp: bool = True,
         tcp: bool = True,
         guard: "SourceGuard | None" = None,
+        receive_buffer: int = 4 << 20,
     ):
         self.ua = ua
         self.guard = guard
+        self.receive_buffer = receive_buffer
+        """SO_RCVBUF of the UDP socket. A flood arrives faster than the loop reads in bursts; with the kernel's
+        default (~200 KB) the socket overflows and drops legitimate callers' datagrams along with the junk
+        before the guard can tell them apart (bench/flood.py). Linux caps it at net.core.rmem_max."""
         self.host = host
         self.port = port
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -149,6 +155,12 @@ class SipServer:
         if self._udp_enabled:
             transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(self.host, port))
             self._udp = transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None and self.receive_buffer:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+                except OSError as exc:
+                    log.info("SIP UDP receive buffer left at the default: %s", exc)
             port = transport.get_extra_info("sockname")[1]
         if self._tcp_enabled:
             self._tcp_server = await loop.create_server(self._new_connection, self.host, port)

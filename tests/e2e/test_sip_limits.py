@@ -180,3 +180,15 @@ async def test_failed_register_digests_block_the_address_and_other_phones_still_
         finally:
             guesser.close()
             phone.close()
+
+
+async def test_the_sip_udp_socket_has_a_receive_buffer_that_absorbs_flood_bursts():
+    """The kernel default (~200 KB) overflows under a junk burst and drops callers' datagrams with it."""
+    from pathlib import Path
+
+    async with running_server(HoldApp(), trusted=()) as srv:
+        sock = srv.sip._udp.get_extra_info("socket")
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    assert size >= min(srv.sip.receive_buffer, cap)   # Linux reports twice what was set, capped by rmem_max
+    assert size > int(Path("/proc/sys/net/core/rmem_default").read_text()) or cap <= 212992
