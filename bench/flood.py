@@ -180,7 +180,8 @@ async def start_server():
 
     sip = SipServer(ua, "127.0.0.1", 0, on_event=on_event, guard=guard)
     manager = CallManager(sip, media, app, local_ip="127.0.0.1",
-                          limits=CallLimits(lim.max_concurrent_calls, lim.max_calls_per_second_per_source))
+                          limits=CallLimits(lim.max_concurrent_calls, lim.max_calls_per_second_per_source,
+                                            lim.max_calls_per_second_per_untrusted_source))
     ref["m"] = manager
     await sip.start()
     return sip, manager, media, guard, lim

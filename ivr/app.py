@@ -225,7 +225,8 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
                           default_region=cfg.sip.default_region, codecs=tuple(cfg.rtp.codecs), ptime=cfg.rtp.ptime,
                           dtmf_mode_for=dtmf_mode_for,
                           limits=CallLimits(cfg.sip.limits.max_concurrent_calls,
-                                            cfg.sip.limits.max_calls_per_second_per_source),
+                                            cfg.sip.limits.max_calls_per_second_per_source,
+                                            cfg.sip.limits.max_calls_per_second_per_untrusted_source),
                           on_call_ended=call_ended)
     holder_ref["m"] = manager
     from ivr.campaign.trunk import OutboundRouter

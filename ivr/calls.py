@@ -35,7 +35,7 @@ from ivr.sip.events import (
     ReInviteCompleted,
     ReInviteReceived,
 )
-from ivr.sip.identity import CallerIdentity, extract_identity
+from ivr.sip.identity import CallerIdentity, _is_trusted, extract_identity
 from ivr.sip.useragent import CallStateError
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,11 @@ class CallApplication(Protocol):
 class CallLimits:
     max_concurrent_calls: int = 2000
     max_calls_per_second_per_source: float = 500.0
+    max_calls_per_second_per_untrusted_source: float | None = None
+    """New calls per second from an address that is not a trusted peer (phones, the open internet). A trunk
+    brings every caller from one address and needs the high per-source rate; anyone else does not, and junk
+    INVITEs that the message guard admits during its burst would otherwise each become a call. None: the
+    per-source rate."""
 
 
 class _TokenBucket:
@@ -323,7 +328,11 @@ class CallManager:
         if bucket is None:
             if len(self._buckets) > 10000:
                 self._buckets.clear()
-            bucket = self._buckets[src_ip] = _TokenBucket(self.limits.max_calls_per_second_per_source, now)
+            rate = self.limits.max_calls_per_second_per_source
+            untrusted = self.limits.max_calls_per_second_per_untrusted_source
+            if untrusted is not None and not _is_trusted(src_ip, self.trusted_peers):
+                rate = min(rate, untrusted)
+            bucket = self._buckets[src_ip] = _TokenBucket(rate, now)
         if not bucket.take(now):
             self.stats["rejected_rate"] += 1
             self.sip.reject(ev.handle, 503, "Too Many Calls", [("Retry-After", "2")])

@@ -55,6 +55,9 @@ class LimitsConfig(_Strict):
     max_dialogs: int = Field(10_000, ge=1, description="calls held by the SIP core at once (inbound, agent legs "
                                                         "and transfers); a new INVITE beyond it gets 503")
     max_calls_per_second_per_source: float = Field(500.0, gt=0)
+    max_calls_per_second_per_untrusted_source: float = Field(
+        20.0, gt=0, description="new calls/s from an address that is not a trusted peer; trunks (peers with "
+                                "trusted: true) get max_calls_per_second_per_source")
     messages_per_second_per_source: float = Field(200.0, gt=0)
     message_burst_per_source: float = Field(400.0, ge=1)
     block_seconds: float = Field(60.0, ge=0)

@@ -192,3 +192,20 @@ async def test_the_sip_udp_socket_has_a_receive_buffer_that_absorbs_flood_bursts
     cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
     assert size >= min(srv.sip.receive_buffer, cap)   # Linux reports twice what was set, capped by rmem_max
     assert size > int(Path("/proc/sys/net/core/rmem_default").read_text()) or cap <= 212992
+
+
+async def test_untrusted_sources_get_a_lower_call_rate_than_trunks():
+    app = HoldApp()
+    limits = CallLimits(max_concurrent_calls=100, max_calls_per_second_per_source=100,
+                        max_calls_per_second_per_untrusted_source=2)
+    async with running_server(app, limits=limits, trusted=("127.0.0.3/32",)) as srv:
+        stranger, trunk = Peer("127.0.0.2", srv.port), Peer("127.0.0.3", srv.port)
+        try:
+            theirs = [stranger.invite() for _ in range(6)]
+            ours = [trunk.invite() for _ in range(6)]
+            got_s, got_t = await stranger.finals(), await trunk.finals()
+            assert sorted(got_s[c][0] for c in theirs) == [200, 200, 503, 503, 503, 503]
+            assert [got_t[c][0] for c in ours] == [200] * 6
+        finally:
+            stranger.close()
+            trunk.close()
