@@ -21,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from crm_bridge import campaign_store as store
+from crm_bridge import metrics
 from ivr.calls import Call, CallerHungUp, OriginateFailed
 from ivr.sip.identity import CallerIdentity, IdentitySource
 
@@ -30,6 +33,9 @@ from .rules import CallOutcome, CampaignState, ContactState, outcome_of_sip_stat
 from .trunk import OutboundRouter
 
 log = logging.getLogger(__name__)
+
+CAMPAIGN_CALLS = Counter("contact_campaign_calls", "Outbound campaign calls ended, by outcome", ["outcome"],
+                         registry=metrics.REGISTRY)
 
 
 class SurveyRunner(Protocol):
@@ -314,6 +320,7 @@ class CampaignService:
             if leg is not None:
                 leg.hangup()
             run.tasks.pop(cid, None)
+            CAMPAIGN_CALLS.labels(outcome=outcome.value).inc()
             run.finishing[cid] = status
             self._drive(run, lambda now: run.dialer.call_result(cid, outcome, now))
 

@@ -120,6 +120,12 @@ async def test_campaign_calls_customers_records_answers_and_retries_by_the_rules
         ANNA: await customer(tmp_path, "anna", "uas_agent_noanswer.xml", 3),
         LUCA: await customer(tmp_path, "luca", "uas_agent_busy.xml", 3),
     }
+    from crm_bridge.metrics import REGISTRY
+
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("contact_campaign_calls_total", {"outcome": outcome}) or 0.0
+
+    before = {o: counted(o) for o in ("completed", "busy", "no_answer")}
     try:
         async with campaign_server(tmp_path / "srv", {n: p.port for n, p in phones.items()},
                                    tmp_path / "campaign.db") as srv:
@@ -160,6 +166,7 @@ async def test_campaign_calls_customers_records_answers_and_retries_by_the_rules
         (p1, a1, s1, e1, o1), (p2, a2, s2, e2, o2) = [t for t in tried if t[0] == number]
         assert (a1, a2) == (1, 2) and s2 >= e1 + 2.0 - 0.05
     assert all(o is not None for *_, o in tried)
+    assert {o: counted(o) - n for o, n in before.items()} == {"completed": 2, "busy": 2, "no_answer": 2}
 
 
 async def test_restart_mid_campaign_calls_nobody_twice(tmp_path):
