@@ -1,5 +1,6 @@
-"""Property tests of the campaign dialer: arbitrary interleavings of timers, call results, opt-outs and
-pause/resume/stop never break the rules a campaign promises the bank's customers."""
+"""Property tests of the campaign dialer: arbitrary interleavings of timers, call results, opt-outs,
+pause/resume/stop and crash restarts (a new dialer from what was persisted) never break the rules a campaign
+promises the bank's customers."""
 
 from __future__ import annotations
 
@@ -52,7 +53,24 @@ step_st = st.one_of(
     st.tuples(st.just("pause"), st.none()),
     st.tuples(st.just("resume"), st.none()),
     st.tuples(st.just("stop"), st.none()),
+    st.tuples(st.just("restart"), st.none()),
 )
+
+
+def restarted(d: CampaignDialer, chk: "Checker", now: float) -> CampaignDialer:
+    """What a new process loads after a crash: contacts as persisted, calls in flight settled the way
+    ``campaign_store.recover`` does (never dialled again), the last minute's starts."""
+    contacts = []
+    for c in d.contacts.values():
+        state, outcome = c.state, c.last_outcome
+        if c.id in d.in_flight:
+            state = ContactState.ANSWERED if c.state is ContactState.ANSWERED else ContactState.FAILED
+            outcome = CallOutcome.HUNG_UP if state is ContactState.ANSWERED else CallOutcome.INTERRUPTED
+            chk.done.add(c.id)
+            chk.inflight.discard(c.id)
+        contacts.append(Contact(c.id, state, c.attempts, c.next_attempt_at, outcome))
+    state = d.state if d.state is not CampaignState.FINISHED else CampaignState.FINISHED
+    return CampaignDialer(d.rules, contacts, state=state, recent_starts=[t for t in chk.starts if t > now - 60.0])
 
 
 class Checker:
@@ -151,6 +169,10 @@ def test_dialer_never_breaks_the_campaign_rules(rules, n, pre_opted, steps):
         elif kind == "resume":
             acts = d.resume(now)
             chk.running = d.state is CampaignState.RUNNING
+        elif kind == "restart":
+            d = restarted(d, chk, now)
+            chk.finished = int(d.state is CampaignState.FINISHED)
+            acts = d.handle_timer(now)
         else:
             acts = d.stop(now)
             chk.running = False
