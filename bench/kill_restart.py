@@ -223,13 +223,15 @@ def compare(before: dict, after: dict) -> list[str]:
     return problems
 
 
-def agents_on_call(web_port: int, token: str) -> list[dict]:
+def agent_states(web_port: int, token: str) -> list[dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{web_port}/supervisor/wallboard.json",
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         snap = json.loads(resp.read())
-    busy = ("on_call", "ringing", "reserved", "talking", "busy")
-    return [a for a in snap.get("agents", []) if str(a.get("state", "")).lower() in busy]
+    return list(snap.get("agents", []))
+
+
+BUSY = ("on_call", "reserved", "ringing")
 
 
 async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, args, rng: random.Random,
@@ -273,13 +275,16 @@ async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, a
         problems.append("traceback in the restarted server's log")
     if integrity not in ("ok", "n/a"):
         problems.append(f"integrity_check: {integrity}")
-    busy = agents_on_call(server.web_port, args.admin_token)
-    problems += [f"agent {a.get('id') or a.get('agent_id')} left {a.get('state')}" for a in busy]
+    agents = agent_states(server.web_port, args.admin_token)
+    if not agents:
+        problems.append("the wallboard listed no agents: their states could not be checked")
+    problems += [f"agent {a.get('id')} left {a.get('state')}" for a in agents if str(a.get("state")) in BUSY]
     return {"round": n, "kill_after_s": round(killed_after, 2), "server_exit": rc,
             "records_at_kill": {t: len(r) for t, r in before.items()}, "this_round_records": len(ours),
             "this_round_ended_at_kill": sum(r["status"] == "ended" for r in ours.values()),
             "active_at_kill": len(active_at_kill), "closed_on_restart": closed,
-            "restart_ready_s": round(restart_s, 2), "integrity_check": integrity, "problems": problems}
+            "restart_ready_s": round(restart_s, 2), "integrity_check": integrity,
+            "agent_states_after_restart": sorted({str(a.get("state")) for a in agents}), "problems": problems}
 
 
 async def final_call(server: ServerProcess, reader: Reader, work: Path, rtp_port: int) -> bool:
