@@ -1,7 +1,8 @@
 """Call records and tickets through a call's life.
 
 Every step is its own committed transaction, so what was known about a call survives a crash; at start-up
-``close_stale_calls`` ends the records a crash left active. With an external CRM (``mirror_to_crm``) each ticket
+``close_stale_calls`` ends the records a crash left active and ``close_stale_agent_states`` logs out, in the
+agents' state history, the agents a crash left on a call (routing starts with everybody offline). With an external CRM (``mirror_to_crm``) each ticket
 change, the final call record and the contact-history line are also enqueued in the outbox, in the same
 transaction as the local change.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import models as m
@@ -328,6 +329,27 @@ class CallRecorder:
                                                     m.QueueEvent.event.in_(("answered", "transferred")))
                          .order_by(m.QueueEvent.id.desc())).first()
         return last.agent_id if last is not None and last.event == "answered" else None
+
+    async def close_stale_agent_states(self, reason: str = "server_restart", at: datetime | None = None) -> list[str]:
+        """Agents whose last recorded state is anything but offline (on a call, ringing, wrap-up, available...
+        when the process died) get an ``offline`` event, so the history says what routing knows after a
+        restart: nobody is on a call. Returns their ids. Call once at start-up, before routing writes."""
+        now = at or self.clock()
+
+        def fn(s: Session) -> list[str]:
+            last = (select(m.AgentStateEvent.agent_id, func.max(m.AgentStateEvent.id).label("id"))
+                    .group_by(m.AgentStateEvent.agent_id).subquery())
+            rows = s.execute(select(m.AgentStateEvent).join(last, m.AgentStateEvent.id == last.c.id)).scalars()
+            stale = [r for r in rows if r.state != "offline"]
+            for r in stale:
+                s.add(m.AgentStateEvent(agent_id=r.agent_id, state="offline", reason=reason, call_id=r.call_id,
+                                        at=now))
+            return sorted(r.agent_id for r in stale)
+        agents = await self._step(fn)
+        if agents:
+            log.warning("agents left in a state by the previous run set offline (%s): %s", reason,
+                        ", ".join(agents))
+        return agents
 
     async def close_stale_calls(self, reason: str = "server_restart", at: datetime | None = None) -> int:
         """End every record still active (left by a crash); returns how many. Call once at start-up."""

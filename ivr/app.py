@@ -158,6 +158,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     closed = await recorder.close_stale_calls()
     if closed:
         log.warning("closed %d call records left active by the previous run", closed)
+    await recorder.close_stale_agent_states()
 
     queues_path = cfg.resolve(cfg.ivr.queues)
     queues, skills = known_queue_names(queues_path)
