@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+pytestmark = pytest.mark.timeout(120)
+
 from ivr.flow import actions as A
 from ivr.services import ContactCentreServices
 from tests.voiceauth.conftest import ENROLL, TEST, phone
@@ -40,7 +42,11 @@ async def test_busy_voice_pool_takes_the_error_branch_with_a_busy_flag(encoder, 
         services = ContactCentreServices(crm=None, voice=svc)
         gated.gate.clear()
         probe = phone("ls-367", TEST["ls-367"][0])
-        held = [asyncio.create_task(pool.embed(probe, 8000)) for _ in range(2)]  # one at the gate, one queued
+        held = [asyncio.create_task(pool.embed(probe, 8000))]  # taken by the worker, which waits at the gate
+        await asyncio.sleep(0.05)
+        while pool.queued:
+            await asyncio.sleep(0.01)
+        held.append(asyncio.create_task(pool.embed(probe, 8000)))  # fills the queue (max_queue=1)
         while pool.queued < 1:
             await asyncio.sleep(0.01)
         call = PhoneCall("call-1", probe)
