@@ -188,16 +188,21 @@ class ContactCentreServices:
                     await loop.run_in_executor(None, lambda: store.record_consent(
                         action.customer_id, channel="phone", actor=f"caller:{call.ani or 'unknown'}",
                         now=time.time()))
-                session = await self.voice.start_enrollment(action.customer_id)
+                session = await self.voice.start_enrollment(action.customer_id, takes_required=action.takes)
                 call.variables["enrollment"] = session
             audio = await self._record_voice(call)
             take = await self.voice.add_take(session, audio, 8000)
             if not take.accepted:
-                return A.VoiceResult("not_enough_speech", flags=(take.reason.value,) if take.reason else ())
-            if action.take >= action.takes or take.complete:
+                # no quality reason: the very same audio as an earlier take (replayed), say so on the record
+                return A.VoiceResult("not_enough_speech", flags=(take.reason.value,) if take.reason else
+                                     ("DUPLICATE_TAKE",))
+            if take.complete:  # the node's takes, or enough net speech earlier: ENROLLED ends the node
                 await self.voice.finish_enrollment(session, actor=f"caller:{call.ani or 'unknown'}",
                                                    now=time.time())
                 call.variables.pop("enrollment", None)
+                return A.VoiceResult("accept", model=session.model, flags=tuple(sorted(session.flags | {"ENROLLED"})))
+            if action.take >= action.takes:  # a take was refused as a duplicate: one more is needed
+                return A.VoiceResult("not_enough_speech", flags=("MORE_SPEECH_NEEDED",))
             return A.VoiceResult("accept", model=session.model, flags=tuple(sorted(session.flags)))
         except CallerHungUp:
             raise

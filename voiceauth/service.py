@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -83,11 +83,15 @@ class VoiceAuthService:
                               now=now, audio_hash=analysis.fingerprint, report=report)
 
     # -- enrollment -----------------------------------------------------------------------
-    async def start_enrollment(self, customer_id: str) -> EnrollmentSession:
+    async def start_enrollment(self, customer_id: str, *, takes_required: int | None = None) -> EnrollmentSession:
+        """``takes_required`` overrides the policy's count (the IVR node's ``takes``)."""
         if await self._io(self.store.active_consent, customer_id) is None:
             raise ConsentRequired(f"customer {customer_id} has no recorded consent to voice authentication; "
                                   "record it (store.record_consent) before enrolling")
-        return EnrollmentSession(customer_id, self.pool.model_name, self.enrollment_policy)
+        policy = self.enrollment_policy
+        if takes_required is not None:
+            policy = replace(policy, takes_required=takes_required, max_takes=max(policy.max_takes, takes_required))
+        return EnrollmentSession(customer_id, self.pool.model_name, policy)
 
     async def add_take(self, session: EnrollmentSession, audio: np.ndarray, rate: int) -> TakeResult:
         """Check and embed one take in the pool; a poor one comes back with the re-prompt reason.

@@ -489,7 +489,7 @@ class FlowRun:
             self.trace.results.append(TraceResult(self._now, self._node, f"enroll_voice take {take}", decision,
                                                   ev.score))
             if decision == "accept":
-                if take >= node.takes:
+                if take >= node.takes or "ENROLLED" in ev.flags:  # enough net speech can end it early
                     self.context.variables["voice_enrolled"] = True
                     self._voice_branch(node, "accept")
                 else:
