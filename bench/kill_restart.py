@@ -5,17 +5,19 @@ lost, restart clean.
 
 Each round, on the same database (so earlier rounds' records must survive later kills too):
 
-1. ``--calls`` SIPp callers arrive at ``--rate``/s into the demo IVR (most are a demo customer who picks menu
-   options and waits for the server to end the call, one in ten is an unknown caller who hangs up early).
-2. At a random moment (uniform between 1.5 s and the end of the arrivals + 5 s) an independent reader (its own
+1. ``--calls`` SIPp callers arrive at ``--rate``/s into the demo IVR (open around the clock for the run): most
+   are a demo customer who picks cards > other and is queued, one in ten is an unknown caller who hangs up
+   early. ``--agents`` demo agents are logged in on the desktop and available, their phones SIPp UAS that
+   answer: at the kill some are on a call, most callers wait in the queue.
+2. At a random moment (uniform between 1.5 s and the end of the arrivals + 30 s) an independent reader (its own
    database connection, nothing shared with the server) snapshots every committed call record (IVR path
    included), ticket, interaction and verification attempt, and the server's process group gets SIGKILL right
    after. Anything the snapshot saw was committed before the kill.
 3. The server is started again. Checks: every snapshotted row is still there; rows are unchanged except what
    closing a stale call may change (status, end time and reason, durations, disposition; a ticket's status,
    disposition, closing time, notes only appended); ``ivr_path`` identical; no call record left ``active`` (each
-   one closed with an end reason); the live agent states (wallboard, admin token) show nobody on call or
-   ringing; the log says how many records it closed and shows no traceback; SQLite passes ``integrity_check``.
+   one closed with an end reason); the agents' state history ends in ``offline`` for everybody and their live
+   states (wallboard, admin token) show nobody on call or ringing; the log says how many records it closed and shows no traceback; SQLite passes ``integrity_check``.
 4. After the last round a fresh call is served end to end.
 
 The database is a temporary SQLite file, or a fresh schema on PostgreSQL when ``CONTACT_SERVER_TEST_PG_URL`` is
@@ -65,8 +67,11 @@ MUTABLE = {
     "tickets": {"status", "disposition", "closed_at", "updated_at", "notes"},
     "interactions": set(),
     "voiceauth_verification_attempts": set(),
+    "agent_state_events": set(),
 }
-KEYS = {"call_records": "call_id", "tickets": "id", "interactions": "id", "voiceauth_verification_attempts": "id"}
+KEYS = {"call_records": "call_id", "tickets": "id", "interactions": "id", "voiceauth_verification_attempts": "id",
+        "agent_state_events": "id"}
+AGENTS = [("2001", "a.ferrari", "demo-agent-1"), ("2002", "l.moretti", "demo-agent-2")]   # demo desktop logins
 
 
 def _norm(v: Any) -> Any:
@@ -170,6 +175,54 @@ class ServerProcess:
         return "".join(self.lines)
 
 
+def open_around_the_clock(root: Path) -> None:
+    """The server runs on the real clock: open the demo's office hours all week, or outside them every caller
+    hears the closed message and is hung up on instead of queueing for the agents."""
+    path = root / "config" / "ivr" / "00-lines.yaml"
+    text, n = re.subn(r"    hours:\n(      .*\n)+?    holidays:\n(      - .*\n)+", '    hours:\n      mon-sun: "00:00-24:00"\n',
+                      path.read_text(), count=1)
+    if n != 1:
+        raise RuntimeError(f"office_hours not found in {path}: update open_around_the_clock")
+    path.write_text(text)
+
+
+def point_agent_phones(root: Path, ports: dict[str, int]) -> None:
+    """The demo roster with the agents' phones at SIPp UAS instances on loopback."""
+    import yaml
+
+    path = root / "config" / "queues.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    for agent in cfg["agents"]:
+        if agent["id"] in ports:
+            agent["phone"] = {"uri": f"sip:{agent['id']}@127.0.0.1:{ports[agent['id']]}"}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+
+
+async def agents_available(web_port: int, n: int) -> int:
+    """Log agents in on the desktop and make them available, as they would after a restart; returns how many."""
+    import aiohttp
+
+    base = f"http://127.0.0.1:{web_port}"
+    ready = 0
+    for _, login, password in AGENTS[:n]:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            r = await http.post(f"{base}/login", data={"login": login, "password": password},
+                                headers={"Origin": base}, allow_redirects=False)
+            if r.status != 302:
+                continue
+            r = await http.post(f"{base}/desktop/state", json={"action": "available"}, headers={"Origin": base})
+            ready += r.status == 200
+    return ready
+
+
+def last_agent_states(snapshot: dict) -> dict[str, str]:
+    last: dict[str, tuple[int, str]] = {}
+    for key, row in snapshot["agent_state_events"].items():
+        if row["agent_id"] not in last or key > last[row["agent_id"]][0]:
+            last[row["agent_id"]] = (key, row["state"])
+    return {a: st for a, (_, st) in last.items()}
+
+
 def free_udp_port() -> int:
     import socket
 
@@ -246,7 +299,7 @@ async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, a
                          {"caller": "+393330000199", "dialed": "800100", "rtpport": rtp_port, "hold": 3000}),
     ]
     load_started = time.monotonic()
-    kill_at = rng.uniform(1.5, args.calls / args.rate + 5.0)
+    kill_at = rng.uniform(1.5, args.calls / args.rate + 30.0)   # late enough to catch callers with agents
     await asyncio.sleep(kill_at)
     before = await asyncio.get_running_loop().run_in_executor(None, reader.snapshot)
     server.kill9()
@@ -256,6 +309,7 @@ async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, a
         with contextlib.suppress(ProcessLookupError):
             p.kill()
         await p.wait()
+    agents_at_kill = last_agent_states(before)
     ours = {k: r for k, r in before["call_records"].items() if k.startswith(tag + "-")}
     active_at_kill = sorted(k for k, r in before["call_records"].items() if r["status"] == "active")
     integrity = reader.scalar("pragma integrity_check") if reader.sqlite else "n/a"
@@ -275,6 +329,9 @@ async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, a
         problems.append("traceback in the restarted server's log")
     if integrity not in ("ok", "n/a"):
         problems.append(f"integrity_check: {integrity}")
+    history_after = last_agent_states(after)
+    problems += [f"agent {a}: last recorded state {st} after restart" for a, st in history_after.items()
+                 if st != "offline"]
     agents = agent_states(server.web_port, args.admin_token)
     if not agents:
         problems.append("the wallboard listed no agents: their states could not be checked")
@@ -284,7 +341,11 @@ async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, a
             "this_round_ended_at_kill": sum(r["status"] == "ended" for r in ours.values()),
             "active_at_kill": len(active_at_kill), "closed_on_restart": closed,
             "restart_ready_s": round(restart_s, 2), "integrity_check": integrity,
-            "agent_states_after_restart": sorted({str(a.get("state")) for a in agents}), "problems": problems}
+            "agents_in_history_at_kill": agents_at_kill,
+            "agents_on_call_at_kill": sum(st in BUSY for st in agents_at_kill.values()),
+            "agent_states_after_restart": sorted({str(a.get("state")) for a in agents}),
+            "agents_made_available_after_restart": await agents_available(server.web_port, args.agents),
+            "problems": problems}
 
 
 async def final_call(server: ServerProcess, reader: Reader, work: Path, rtp_port: int) -> bool:
@@ -327,14 +388,23 @@ async def run(args) -> dict:
         "CONTACT_SERVER__LOGGING__LEVEL": "INFO", "CONTACT_SERVER_ADMIN_TOKEN": args.admin_token,
         "VOICEAUTH_KEY": generate_key(), "PYTHONUNBUFFERED": "1",
     }
-    server = ServerProcess(root, env)
     work = root / "sipp"
     work.mkdir()
+    phone_ports = {aid: free_udp_port() for aid, _, _ in AGENTS[:args.agents]}
+    point_agent_phones(root, phone_ports)
+    open_around_the_clock(root)
+    phones = [await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SCENARIOS / "uas_agent_answer.xml"), "-i", "127.0.0.1", "-p", str(port),
+        "-mp", str(free_udp_port() & ~3), "-m", "100000", "-nostdin", "-set", "ring", "300",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=work)
+        for port in phone_ports.values()]
+    server = ServerProcess(root, env)
     rounds = []
     reader = None
     rtp_sink = free_udp_port()  # nobody listens: the callers' audio goes nowhere, as in the e2e tests
     try:
         await server.start(seed_demo=True)
+        await agents_available(server.web_port, args.agents)
         reader = Reader(url)
         for n in range(1, args.rounds + 1):
             r = await one_round(n, server, reader, work, args, rng, rtp_sink)
@@ -348,6 +418,10 @@ async def run(args) -> dict:
         left_active = reader.scalar("select count(*) from call_records where status = 'active'")
     finally:
         await server.stop()
+        for p in phones:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            await p.wait()
         if reader is not None:
             reader.close()
         if schema is not None:
@@ -361,6 +435,7 @@ async def run(args) -> dict:
     return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "database": "postgresql" if pg_base else "sqlite",
             "conditions": {"rounds": args.rounds, "calls_per_round": args.calls, "rate": args.rate,
+                           "agents": args.agents,
                            "seed": args.seed, "cores": os.cpu_count()},
             "rounds": rounds, "committed_records_lost": lost,
             "problems": sum(len(r["problems"]) for r in rounds),
@@ -372,6 +447,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=200, help="callers per round")
     ap.add_argument("--rate", type=float, default=20, help="new calls per second")
+    ap.add_argument("--agents", type=int, default=2, choices=[0, 1, 2],
+                    help="demo agents logged in and available, their phones SIPp UAS that answer")
     ap.add_argument("--seed", type=int, default=None, help="for the kill moments (random when omitted)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (config, SQLite, logs)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "kill_restart.json"))
