@@ -724,7 +724,8 @@ class QueueService:
                 call.bridge = None
             t.conn.leg.hangup()
             self._notify("ended", t.conn.agent_id, call.id)
-            w.connected = None
+            if w.connected is t.conn:          # not the next agent, should they have answered already
+                w.connected = None
             with contextlib.suppress(CallerHungUp):
                 await self._say(w, "transferring")
             return True

@@ -306,12 +306,13 @@ async def test_warm_transfer_no_answer_and_cancel_bring_the_agent_back_to_the_ca
                 p.stop()
 
 
-async def test_refer_from_the_agents_phone_moves_the_caller_to_another_agent(tmp_path):
+@pytest.mark.parametrize("target", [B, "general"], ids=["agent_extension", "queue"])
+async def test_refer_from_the_agents_phone_moves_the_caller_to_another_agent(tmp_path, target):
     pa, pb = free_udp_port(), free_udp_port()
     async with server(tmp_path, {A: pa, B: pb}) as srv:
         control = srv.server.extras["agent_control"]
         a = await start_sipp(tmp_path, "ag_a", "uas_agent_refer.xml", port=pa,
-                             variables={"ring": 300, "hold": 1500, "target": B, "server": srv.address})
+                             variables={"ring": 300, "hold": 1500, "target": target, "server": srv.address})
         b = await start_sipp(tmp_path, "ag_b", "uas_agent_answer_hangup.xml", port=pb,
                              variables={"ring": 300, "hold": 1500})
         await control.login(A, available=True)
@@ -335,9 +336,11 @@ async def test_refer_from_the_agents_phone_moves_the_caller_to_another_agent(tmp
             assert await b.wait() == 0, b.messages()[-3000:]
             assert len(b.received("INVITE")) == 1 and GIULIA in b.received("INVITE")[0]
             (t,) = history(srv, CallTransferred)
-            assert (t.from_agent, t.to_agent) == (A, B)
+            assert (t.from_agent, t.to_agent, t.to_queue) == \
+                ((A, B, None) if target == B else (A, None, "general"))
             rec = await ended_record(srv, ani=GIULIA)
             assert rec["transfers"] == 1 and rec["agent_id"] == B
+            assert rec["queue"] == ("general" if target == "general" else "retail_accounts")
         finally:
             rtp.close()
             for p in (a, b, caller):
