@@ -654,6 +654,8 @@ class QueueService:
                     with contextlib.suppress(RoutingError):
                         self.drive(lambda now: self.engine.consult_cancel(call.id, now=now, reason="hangup"))
                     await self._consult_over(w, t)
+                    self._notify("transfer_event", t.conn.agent_id, {"event": "consult_ended", "call_id": call.id,
+                                                                    "reason": "hangup"})
                     continue
                 if agent_end in done:
                     if not w.commands.empty():         # a transfer step came first: carry it out

@@ -33,7 +33,7 @@ from tests.e2e.test_routing_sip import (GIULIA, MARCO, caller_vars, ended_record
 pytestmark = [pytest.mark.sipp, pytest.mark.timeout(150),
               pytest.mark.skipif(SIPP is None, reason="sipp is not installed")]
 
-A, B, C = "2001", "2002", "2003"           # routing ids = the demo agents' extensions (agent_key: extension)
+A, B, C, D = "2001", "2002", "2003", "2004"   # routing ids = demo agents' extensions (agent_key: extension)
 LOGINS = {A: ("a.ferrari", "demo-agent-1"), B: ("l.moretti", "demo-agent-2")}
 ADMIN_TOKEN = "e2e-admin-token-transfers-0123456789"
 VOICE = REPO / "audio_fixtures" / "voices" / "ls-3005" / "3005-163389-0001.wav"
@@ -254,16 +254,18 @@ async def test_warm_transfer_consults_then_completes(tmp_path):
                 p.stop()
 
 
-async def test_warm_transfer_no_answer_and_cancel_bring_the_agent_back_to_the_caller(tmp_path):
-    pa, pb, pc = free_udp_port(), free_udp_port(), free_udp_port()
-    async with server(tmp_path, {A: pa, B: pb, C: pc}) as srv:
+async def test_warm_transfer_no_answer_cancel_and_hang_up_bring_the_agent_back_to_the_caller(tmp_path):
+    pa, pb, pc, pd = free_udp_port(), free_udp_port(), free_udp_port(), free_udp_port()
+    async with server(tmp_path, {A: pa, B: pb, C: pc, D: pd}) as srv:
         control = srv.server.extras["agent_control"]
         a = await start_sipp(tmp_path, "ag_a", "uas_agent_answer_hangup.xml", port=pa,
-                             variables={"ring": 300, "hold": 16000})
+                             variables={"ring": 300, "hold": 24000})
         b = await start_sipp(tmp_path, "ag_b", "uas_agent_answer.xml", port=pb, variables={"ring": 300})
         c = await start_sipp(tmp_path, "ag_c", "uas_agent_noanswer.xml", port=pc)
+        d = await start_sipp(tmp_path, "ag_d", "uas_agent_answer_hangup.xml", port=pd,
+                             variables={"ring": 300, "hold": 1000})
         await control.login(A, available=True)
-        for x in (B, C):
+        for x in (B, C, D):
             await control.login(x, available=False, reason="break")
         rtp = await RtpSink().open()
         caller = await start_sipp(tmp_path, "caller", "uac_queue_wait_bye.xml", remote=srv.address,
@@ -294,6 +296,14 @@ async def test_warm_transfer_no_answer_and_cancel_bring_the_agent_back_to_the_ca
             await until(lambda: srv.server.extras["hub"].current(B) is None, what="B's pop cleared")
             assert state(srv, A) == "on_call" and talking_call(srv, A) == call_id
             assert [e.reason for e in history(srv, ConsultEnded)] == ["rona", "cancelled"]
+            # D answers and hangs up on A: the consultation ends, A is with the caller again
+            await control.set_available(D)
+            await qs.consult(None, A, to_agent=D)
+            assert await d.wait() == 0, d.messages()[-3000:]
+            await until(lambda: len(history(srv, ConsultEnded)) == 3, 20, "consultation with D over")
+            assert history(srv, ConsultEnded)[-1].reason == "hangup"
+            assert state(srv, A) == "on_call" and talking_call(srv, A) == call_id
+            assert state(srv, D) == "available"
             assert await caller.wait() == 0, caller.messages()[-3000:]  # A hangs up at the end of its talk
             assert await a.wait() == 0, a.messages()[-3000:]
             assert history(srv, CallTransferred) == []
@@ -302,7 +312,7 @@ async def test_warm_transfer_no_answer_and_cancel_bring_the_agent_back_to_the_ca
             assert state(srv, A) == "wrap_up"
         finally:
             rtp.close()
-            for p in (a, b, c, caller):
+            for p in (a, b, c, d, caller):
                 p.stop()
 
 
