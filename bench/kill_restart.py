@@ -17,7 +17,8 @@ Each round, on the same database (so earlier rounds' records must survive later 
    closing a stale call may change (status, end time and reason, durations, disposition; a ticket's status,
    disposition, closing time, notes only appended); ``ivr_path`` identical; no call record left ``active`` (each
    one closed with an end reason); the agents' state history ends in ``offline`` for everybody and their live
-   states (wallboard, admin token) show nobody on call or ringing; the log says how many records it closed and shows no traceback; SQLite passes ``integrity_check``.
+   states (wallboard, admin token) show nobody on call or ringing; the log says how many records it closed and
+   shows no traceback; SQLite passes ``integrity_check``.
 4. After the last round a fresh call is served end to end.
 
 The database is a temporary SQLite file, or a fresh schema on PostgreSQL when ``CONTACT_SERVER_TEST_PG_URL`` is
@@ -179,8 +180,8 @@ def open_around_the_clock(root: Path) -> None:
     """The server runs on the real clock: open the demo's office hours all week, or outside them every caller
     hears the closed message and is hung up on instead of queueing for the agents."""
     path = root / "config" / "ivr" / "00-lines.yaml"
-    text, n = re.subn(r"    hours:\n(      .*\n)+?    holidays:\n(      - .*\n)+", '    hours:\n      mon-sun: "00:00-24:00"\n',
-                      path.read_text(), count=1)
+    week = r"    hours:\n(      .*\n)+?    holidays:\n(      - .*\n)+"
+    text, n = re.subn(week, '    hours:\n      mon-sun: "00:00-24:00"\n', path.read_text(), count=1)
     if n != 1:
         raise RuntimeError(f"office_hours not found in {path}: update open_around_the_clock")
     path.write_text(text)
