@@ -80,16 +80,18 @@ class VoicemailBox:
         """Beep, record until end of speech (or ``max_seconds``), store. None when the caller said nothing.
         Raises CallerHungUp when the caller left before the beep; a hang-up during the message keeps what was
         said (the session's recording is read back as far as it got)."""
-        beep = await asyncio.to_thread(load_prompt, BEEP)
-        await call.play(beep)
         from ivr.calls import CallerHungUp
 
-        try:
-            audio = await call.record(max_seconds or self.max_seconds, silence_end_seconds=self.silence_end_seconds,
-                                      start_timeout=self.start_timeout)
-        except CallerHungUp:
-            audio = np.zeros(0, np.int16)
-        audio = np.asarray(audio, dtype=np.int16)
+        beep = await asyncio.to_thread(load_prompt, BEEP)
+        await call.play(beep)
+        if call.leg.ended:
+            raise CallerHungUp(f"call {call.id} ended before the message")
+        # The session's recorder, not Call.record: a caller who hangs up to finish (the usual way) closes the
+        # session, which ends the recording with what was said; Call.record would drop it.
+        result = await call.session.record_detailed(max_seconds or self.max_seconds,
+                                                    silence_end_seconds=self.silence_end_seconds,
+                                                    start_timeout=self.start_timeout)
+        audio = np.asarray(result.audio, dtype=np.int16)
         seconds = len(audio) / RATE
         if seconds < self.min_seconds:
             log.info("call %s: no voicemail left (%.1f s of speech)", call.id, seconds)

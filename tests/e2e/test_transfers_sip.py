@@ -517,3 +517,34 @@ async def test_voicemail_key_while_waiting_leaves_the_line_for_voicemail(tmp_pat
             rtp.close()
             for p in (n, caller):
                 p.stop()
+
+
+async def test_nobody_logged_in_sends_the_caller_to_voicemail_and_hanging_up_keeps_the_message(tmp_path):
+    from routing.events import CallAbandoned, CallLeftQueue
+
+    voice = tmp_path / "voice.ulaw"       # speech without pauses: only the caller's hang-up ends the message
+    subprocess.run(["sox", str(VOICE), "-t", "raw", "-e", "mu-law", "-r", "8000", "-c", "1", str(voice),
+                    "pad", "0.3", "0.1"], check=True, capture_output=True)
+    scenario = tmp_path / "uac_voicemail_hangup.xml"
+    scenario.write_text((SCENARIOS / "uac_voicemail_hangup.xml").read_text().replace("VOICE_FILE", str(voice)))
+    async with server(tmp_path, {A: free_udp_port()}) as srv:         # A stays logged out
+        rtp = await RtpSink().open()
+        caller = await start_sipp(tmp_path, "caller", str(scenario), remote=srv.address,
+                                  variables=caller_vars(GIULIA, "3", rtp, digits2="1", before2=3000,
+                                                        speak_after=1000, hold=30000))
+        try:
+            assert await caller.wait(120) == 0, caller.messages()[-3000:]      # the caller's own BYE
+            (left,) = history(srv, CallLeftQueue)
+            assert (left.queue, left.reason) == ("online_banking", "voicemail_no_agents")
+            assert history(srv, CallAbandoned) == []
+            box = srv.server.extras["queue_service"].voicemail
+            await until(lambda: box.list(), 10, "voicemail stored")
+            (vm,) = box.list()
+            stored = load_wav_8k(box.wav_path(vm.id))
+            assert len(stored) / 8000 > 2.0
+            assert best_match(stored, _phone_line(load_wav_8k(VOICE))) > 0.9
+            rec = await ended_record(srv, ani=GIULIA)
+            assert rec["end_reason"] == "bye_remote" and rec["queue"] == "online_banking"
+        finally:
+            rtp.close()
+            caller.stop()
