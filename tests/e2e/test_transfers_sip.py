@@ -9,7 +9,6 @@ from the pop hub.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 from datetime import datetime, timezone
