@@ -6,12 +6,13 @@ lost, restart clean.
 Each round, on the same database (so earlier rounds' records must survive later kills too):
 
 1. ``--calls`` SIPp callers arrive at ``--rate``/s into the demo IVR (open around the clock for the run): most
-   are a demo customer who picks cards > other and is queued, one in ten is an unknown caller who hangs up
-   early. ``--agents`` demo agents are logged in on the desktop and available, their phones SIPp UAS that
+   are a demo customer (enrolled for voice through the admin API first; the callers are silent, so the voice
+   step records NOT_ENOUGH_SPEECH attempts) who picks cards > other and is queued, one in ten is an unknown
+   caller who hangs up early. ``--agents`` demo agents are logged in on the desktop and available, their phones SIPp UAS that
    answer: at the kill some are on a call, most callers wait in the queue.
-2. At a random moment (uniform between 1.5 s and the end of the arrivals + 30 s) an independent reader (its own
+2. At a random moment (uniform between 1.5 s and the end of the arrivals + 45 s) an independent reader (its own
    database connection, nothing shared with the server) snapshots every committed call record (IVR path
-   included), ticket, interaction and verification attempt, and the server's process group gets SIGKILL right
+   included), ticket, interaction, verification attempt, agent state event and biometric audit row, and the server's process group gets SIGKILL right
    after. Anything the snapshot saw was committed before the kill.
 3. The server is started again. Checks: every snapshotted row is still there; rows are unchanged except what
    closing a stale call may change (status, end time and reason, durations, disposition; a ticket's status,
@@ -69,9 +70,11 @@ MUTABLE = {
     "interactions": set(),
     "voiceauth_verification_attempts": set(),
     "agent_state_events": set(),
+    "voiceauth_audit_log": set(),
 }
 KEYS = {"call_records": "call_id", "tickets": "id", "interactions": "id", "voiceauth_verification_attempts": "id",
-        "agent_state_events": "id"}
+        "agent_state_events": "id", "voiceauth_audit_log": "id"}
+ENROLL = [REPO / "audio_fixtures" / "voices" / "ls-2414" / f"2414-128291-{n}.wav" for n in ("0001", "0006", "0007")]
 AGENTS = [("2001", "a.ferrari", "demo-agent-1"), ("2002", "l.moretti", "demo-agent-2")]   # demo desktop logins
 
 
@@ -216,6 +219,26 @@ async def agents_available(web_port: int, n: int) -> int:
     return ready
 
 
+async def enroll_caller(web_port: int, token: str, reader: "Reader") -> str | None:
+    """The demo caller's voiceprint through the admin API, so the IVR's voice step verifies (and records an
+    attempt: the SIPp callers are silent, NOT_ENOUGH_SPEECH) instead of answering NOT_ENROLLED at once."""
+    import aiohttp
+
+    with reader.engine.connect() as conn:
+        cid = conn.execute(text("select customer_id from phone_numbers where e164 = :p"), {"p": CALLER}).scalar()
+    if cid is None:
+        return "demo caller not found"
+    form = aiohttp.FormData()
+    for path in ENROLL:
+        form.add_field("audio", path.read_bytes(), filename=path.name, content_type="audio/wav")
+    for k, v in (("consent", "true"), ("consent_channel", "bench"), ("actor", "kill_restart")):
+        form.add_field(k, v)
+    async with aiohttp.ClientSession() as http:
+        r = await http.post(f"http://127.0.0.1:{web_port}/api/v1/customers/{cid}/voice-enrollment", data=form,
+                            headers={"Authorization": f"Bearer {token}"})
+        return None if r.status == 201 else f"enrollment refused: {r.status} {await r.text()}"
+
+
 def last_agent_states(snapshot: dict) -> dict[str, str]:
     last: dict[str, tuple[int, str]] = {}
     for key, row in snapshot["agent_state_events"].items():
@@ -300,7 +323,7 @@ async def one_round(n: int, server: ServerProcess, reader: Reader, work: Path, a
                          {"caller": "+393330000199", "dialed": "800100", "rtpport": rtp_port, "hold": 3000}),
     ]
     load_started = time.monotonic()
-    kill_at = rng.uniform(1.5, args.calls / args.rate + 30.0)   # late enough to catch callers with agents
+    kill_at = rng.uniform(1.5, args.calls / args.rate + 45.0)   # late enough to catch callers with agents
     await asyncio.sleep(kill_at)
     before = await asyncio.get_running_loop().run_in_executor(None, reader.snapshot)
     server.kill9()
@@ -407,6 +430,9 @@ async def run(args) -> dict:
         await server.start(seed_demo=True)
         await agents_available(server.web_port, args.agents)
         reader = Reader(url)
+        enrollment_problem = await enroll_caller(server.web_port, args.admin_token, reader)
+        if enrollment_problem:
+            print("voice verification not exercised:", enrollment_problem, flush=True)
         for n in range(1, args.rounds + 1):
             r = await one_round(n, server, reader, work, args, rng, rtp_sink)
             rounds.append(r)
@@ -440,6 +466,7 @@ async def run(args) -> dict:
                            "seed": args.seed, "cores": os.cpu_count()},
             "rounds": rounds, "committed_records_lost": lost,
             "problems": sum(len(r["problems"]) for r in rounds),
+            "caller_enrolled_for_voice": enrollment_problem is None,
             "call_after_last_restart_served": served, "left_active_at_end": left_active}
 
 
