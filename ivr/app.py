@@ -361,7 +361,9 @@ async def _build_voice(cfg: ServerConfig, url: str):
                            max_batch=v.max_batch)
         await pool.start()
         store = SqlVoiceprintStore(url, keyring)
-        policy = VerifierPolicy.from_calibration(v.model, "ulaw", 3)
+        policy = VerifierPolicy.from_calibration(v.model, v.calibration_codec, v.calibration_seconds,
+                                                 max_failures_per_day=v.max_failures_per_day,
+                                                 refresh_weight=v.refresh_weight, refresh_margin=v.refresh_margin)
         return VoiceAuthService(pool, store, policy)
     except Exception as exc:
         if pool is not None:

@@ -125,6 +125,14 @@ class VoiceConfig(_Strict):
     max_batch: int = Field(8, ge=1, le=64, description="waiting requests a free worker embeds in one pass")
     required: bool = Field(True, description="refuse to start when the model cannot be loaded; false starts "
                                              "without voice verification (callers take the fallback branch)")
+    calibration_codec: Literal["ulaw", "alaw", "none"] = Field(
+        "ulaw", description="which voiceauth/calibration/<model>_<codec>.json gives the decision threshold")
+    calibration_seconds: float | None = Field(3.0, gt=0, description="speech length the threshold was calibrated on")
+    max_failures_per_day: int = Field(5, ge=1, le=1000, description="REJECTs per customer per UTC day before "
+                                                                     "LOCKED_OUT")
+    refresh_weight: float = Field(0.0, ge=0.0, lt=1.0, description="weight of a strong ACCEPT's embedding in the "
+                                                                   "voiceprint (0: never refresh)")
+    refresh_margin: float = Field(0.1, ge=0.0, le=1.0, description="refresh only when score >= threshold + this")
 
 
 class WebConfig(_Strict):

@@ -37,3 +37,18 @@ async def test_model_that_cannot_load_stops_the_start_up_with_its_reason(tmp_pat
         await _build_voice(cfg, "sqlite://")
     cfg = _cfg(tmp_path, model="ecapa", model_dir=str(tmp_path / "no-such-model"), required=False)
     assert await _build_voice(cfg, "sqlite://") is None
+
+
+async def test_verifier_policy_comes_from_the_voice_section(tmp_path):
+    from voiceauth.calibration import threshold_for
+
+    cfg = _cfg(tmp_path, pool="thread", max_failures_per_day=2, refresh_weight=0.05, refresh_margin=0.12)
+    svc = await _build_voice(cfg, f"sqlite:///{tmp_path / 'v.db'}")
+    try:
+        p = svc.policy
+        assert (p.max_failures_per_day, p.refresh_weight, p.refresh_margin) == (2, 0.05, 0.12)
+        assert p.threshold == threshold_for("resemblyzer", "ulaw", 3.0)
+    finally:
+        await svc.pool.close()
+    with pytest.raises(IvrError, match="calibration"):
+        await _build_voice(_cfg(tmp_path, pool="thread", calibration_codec="alaw"), "sqlite://")
