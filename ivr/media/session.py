@@ -584,9 +584,14 @@ class MediaSession:
             st.wrong_payload_type += 1
             return
         now = time.monotonic()
-        if addr != self._latched and not self._accept_source(addr, now):
-            st.foreign_source += 1
-            return
+        if addr != self._latched:
+            if addr[1] == 0:
+                if not self._same_host_unroutable(addr):
+                    st.foreign_source += 1
+                    return
+            elif not self._accept_source(addr, now):
+                st.foreign_source += 1
+                return
         self._latched_last = now
         self._track_sequence(pkt.ssrc, pkt.sequence)
         if kind == 0:
@@ -595,6 +600,14 @@ class MediaSession:
         elif kind == 1:
             st.dtmf_packets += 1
             self._on_telephone_event(pkt, now)
+
+    def _same_host_unroutable(self, addr) -> bool:
+        """A source port of 0 cannot be answered (some senders, e.g. SIPp replaying RFC 4733 events from a pcap,
+        forge it): its packets count when they come from the peer's host, but it is never latched onto."""
+        host = addr[0]
+        if self._latched is not None:
+            return host == self._latched[0]
+        return self.negotiated is not None and host == self.negotiated.remote_ip
 
     def _accept_source(self, addr, now: float) -> bool:
         """Symmetric RTP with protection: latch the first source, move only when it has gone quiet and a new one

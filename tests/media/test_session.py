@@ -305,3 +305,36 @@ async def test_sipp_style_two_ssrcs_from_one_port(engine):
     assert res.digits == "1234"
     assert s.stats.lost == 0 and s.stats.wrong_payload_type == 20
     assert s.stats.audio_packets == 80
+
+
+def _events_from(session, digits: str, addr, ssrc=0x5150, seq0=100, ts0=8000):
+    """RFC 4733 key presses handed to the session as if the socket had received them from ``addr`` (a source port
+    of 0 cannot be produced with an ordinary socket; SIPp's pcap replay forges it)."""
+    from ivr.media.dtmf import encode_event
+
+    seq = seq0
+    for i, d in enumerate(digits):
+        for p in encode_event(d, ts0 + i * 1600):
+            session._on_datagram(bytes(RtpPacket(payload_type=101, marker=p.marker, sequence=seq, timestamp=p.timestamp,
+                                                 ssrc=ssrc, payload=p.payload)), addr)
+            seq += 1
+
+
+async def test_source_port_zero_is_heard_but_never_latched(engine):
+    a, b = await connect(engine)
+    sdp_addr = b.remote_address
+    _events_from(b, "42", ("127.0.0.1", 0))
+    assert (await b.collect_digits(2, 1, 1)).digits == "42"
+    assert b.remote_address == sdp_addr
+    # a different host with port 0 is foreign, and the peer's own packets still latch and carry audio
+    before = b.stats.foreign_source
+    _events_from(b, "7", ("127.0.0.9", 0), seq0=500)
+    assert b.stats.foreign_source > before
+    sig = test_signal(1.0)
+    rec = asyncio.create_task(a.record(max_seconds=6, silence_end_seconds=0.5))
+    await asyncio.sleep(0.1)
+    await b.play(sig)
+    assert best_correlation(sig, await rec) > 0.99
+    _events_from(b, "9", ("127.0.0.1", 0), seq0=900, ts0=80000)
+    assert (await b.collect_digits(1, 1, 1)).digits == "9"
+    assert b.remote_address == sdp_addr
