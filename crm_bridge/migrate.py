@@ -7,7 +7,9 @@ revisions (a branch with its own ``branch_labels``) *before* ``upgrade_database`
     migrate.register_metadata(voiceauth.models.Base.metadata)
     migrate.register_version_location(Path(voiceauth.__file__).parent / "migrations")
 
-``upgrade_database`` then upgrades every head (``heads``), so each package's branch is applied.
+``upgrade_database`` then upgrades every head (``heads``), so each package's branch is applied. The CRM's own
+model modules beyond ``models`` (surveys, campaigns) are imported here, so that whoever assembles the metadata
+(alembic's env, autogenerate, the schema test) sees every table the migrations create.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData
 
+from . import campaign_models, survey_models  # noqa: F401  (their tables join Base.metadata)
 from .db import make_engine, normalize_url
 from .models import Base
 

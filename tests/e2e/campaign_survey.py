@@ -3,8 +3,8 @@ read back.
 
 TEMPORARY: until the survey package (``ivr.survey``, ``crm_bridge.surveys``, migration ``0003_surveys``) is
 in the tree, a minimal keypad survey stands in for it (two questions, one digit each) and the answers are kept
-in memory; the campaign tables are created from their models. Everything the campaign does (dialling,
-outcomes, retries, pacing, restart) is the real code either way.
+in memory. Everything the campaign does (dialling, outcomes, retries, pacing, restart) is the real code either
+way.
 """
 
 from __future__ import annotations
@@ -78,22 +78,10 @@ if not REAL:
 
 
 def prepare_database(path: Path) -> None:
-    """The campaign tables on a fresh database (the stand-in mode has no migration for them yet)."""
-    from sqlalchemy import inspect
-
-    from crm_bridge.campaign_models import Campaign, CampaignAttempt, CampaignContact, ContactOptOut
-    from crm_bridge.db import make_engine
+    """A fresh database at the latest schema (campaign tables included: migration 0004_campaigns)."""
     from crm_bridge.migrate import upgrade_database
 
-    url = f"sqlite:///{path}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    try:
-        if "campaigns" not in inspect(engine).get_table_names():
-            for model in (Campaign, CampaignContact, CampaignAttempt, ContactOptOut):
-                model.__table__.create(engine)
-    finally:
-        engine.dispose()
+    upgrade_database(f"sqlite:///{path}")
 
 
 def stored_answers(srv, campaign_id: int) -> dict[str, list[tuple[str, str]]]:
