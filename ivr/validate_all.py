@@ -8,15 +8,20 @@ from ivr.errors import ConfigError, ConfigProblem
 
 
 def validate_tree(path: Path) -> list[ConfigProblem]:
-    """Problems (errors and warnings) of a config directory (server.yaml, queues.yaml, ivr/) or of one file."""
+    """Problems (errors and warnings) of a config directory (server.yaml, queues.yaml, ivr/, surveys/) or of
+    one file (a survey script when it lies in a ``surveys`` folder)."""
     from ivr.config import load_server_config
     from ivr.flow.validate import validate_paths
+    from ivr.survey.script import load_survey_script
     from routing.config import load_routing_config
 
     problems: list[ConfigProblem] = []
     if path.is_file():
+        if path.parent.name == "surveys":
+            return _collect(lambda: load_survey_script(path))
         if path.name == "queues.yaml":
-            return _collect(lambda: load_routing_config(path))
+            _, surveys = _surveys(path.parent / "surveys")
+            return _collect(lambda: load_routing_config(path, known_surveys=surveys))
         if path.name == "server.yaml":
             return _collect(lambda: load_server_config(path))
         queues_file = path.parent.parent / "queues.yaml"
@@ -27,10 +32,12 @@ def validate_tree(path: Path) -> list[ConfigProblem]:
     server_file = path / "server.yaml"
     if server_file.exists():
         problems += _collect(lambda: load_server_config(server_file))
+    survey_problems, surveys = _surveys(path / "surveys")
+    problems += survey_problems
     queues_file = path / "queues.yaml"
     queues = skills = None
     if queues_file.exists():
-        q = _collect(lambda: load_routing_config(queues_file))
+        q = _collect(lambda: load_routing_config(queues_file, known_surveys=surveys))
         problems += q
         if not any(p.severity == "error" for p in q):
             queues, skills = _known(queues_file)
@@ -39,6 +46,19 @@ def validate_tree(path: Path) -> list[ConfigProblem]:
     elif not server_file.exists() and not queues_file.exists():
         problems += validate_paths([path], queues, skills)  # a folder of IVR files
     return problems
+
+
+def _surveys(directory: Path) -> tuple[list[ConfigProblem], set[str] | None]:
+    """Problems of the survey scripts and their names (None when the folder is absent or broken: the queues'
+    survey names are then not checked, the scripts' own errors say what to fix)."""
+    from ivr.survey.script import load_survey_scripts
+
+    if not directory.is_dir():
+        return [], None
+    try:
+        return [], set(load_survey_scripts(directory))
+    except ConfigError as exc:
+        return list(exc.problems), None
 
 
 def _known(queues_file: Path):

@@ -86,6 +86,15 @@ class RoutingStep(_Strict):
         return self
 
 
+class SurveyOffer(_Strict):
+    """The post-call survey offered to a share of a queue's (or a service's) callers when the agent hangs up
+    first. ``script`` names a file of ``config/surveys``; a service's entry may leave it out to keep the
+    queue's script and change only the share (``share: 0``: never after this service)."""
+
+    script: str | None = Field(None, min_length=1, max_length=64)
+    share: float = Field(1.0, ge=0.0, le=1.0)
+
+
 class QueueConfig(_Strict):
     description: str = ""
     skills: dict[str, int]
@@ -99,6 +108,7 @@ class QueueConfig(_Strict):
     aging_per_second: float | None = Field(None, ge=0)
     steps: list[RoutingStep] = []
     hours: Literal["24/7", "office"] = "office"
+    survey: SurveyOffer | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "QueueConfig":
@@ -161,6 +171,19 @@ class RoutingConfig(_Strict):
     skills: dict[str, str]
     queues: dict[str, QueueConfig]
     agents: list[AgentConfig] = []
+    service_surveys: dict[str, SurveyOffer] = {}     # IVR service name -> override of its queue's survey
+
+    def survey_offer(self, queue: str | None, service: str | None) -> SurveyOffer | None:
+        """The survey to offer after a call of ``queue`` for ``service``: the service's entry over the queue's,
+        a script always resolved; None when there is none (or its share is 0)."""
+        q = self.queues.get(queue) if queue else None
+        base = q.survey if q is not None else None
+        over = self.service_surveys.get(service) if service else None
+        script = (over.script if over is not None and over.script else None) or (base.script if base else None)
+        share = over.share if over is not None else (base.share if base is not None else 0.0)
+        if not script or share <= 0:
+            return None
+        return SurveyOffer(script=script, share=share)
 
     # resolved per-queue values -----------------------------------------------------------------------------
     def wrap_up(self, queue: str) -> float:
@@ -179,8 +202,33 @@ class RoutingConfig(_Strict):
         return q.aging_per_second if q.aging_per_second is not None else self.defaults.aging_per_second
 
 
-def _cross_check(cfg: RoutingConfig, smap: SourceMap, known_strategies: set[str] | None) -> list[ConfigProblem]:
+def _survey_problems(cfg: RoutingConfig, smap: SourceMap, known_surveys: set[str] | None) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
+
+    def script_ok(name: str, path: tuple) -> None:
+        if known_surveys is not None and name not in known_surveys:
+            known = ", ".join(sorted(known_surveys)) or "none"
+            problems.append(smap.problem(path, f"unknown survey script {name!r}: add config/surveys/{name}.yaml or "
+                                               f"use one of the scripts there ({known})"))
+
+    for qname, q in cfg.queues.items():
+        if q.survey is None:
+            continue
+        path = ("queues", qname, "survey")
+        if not q.survey.script:
+            problems.append(smap.problem(path, f"queue {qname!r}: survey needs 'script: <name of a file in "
+                                               "config/surveys>'"))
+        else:
+            script_ok(q.survey.script, path + ("script",))
+    for service, offer in cfg.service_surveys.items():
+        if offer.script:
+            script_ok(offer.script, ("service_surveys", service, "script"))
+    return problems
+
+
+def _cross_check(cfg: RoutingConfig, smap: SourceMap, known_strategies: set[str] | None,
+                 known_surveys: set[str] | None = None) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = _survey_problems(cfg, smap, known_surveys)
     skills = set(cfg.skills)
 
     def skill_ok(name: str, path: tuple) -> None:
@@ -227,11 +275,14 @@ def _cross_check(cfg: RoutingConfig, smap: SourceMap, known_strategies: set[str]
     return problems
 
 
-def parse_config(data: Any, smap: SourceMap, known_strategies: set[str] | None = None) -> RoutingConfig:
+def parse_config(data: Any, smap: SourceMap, known_strategies: set[str] | None = None,
+                 known_surveys: set[str] | None = None) -> RoutingConfig:
+    """``known_surveys``: names of the survey scripts (``contact-server validate`` passes them) to check the
+    queues' ``survey.script`` against; None skips that check."""
     if not isinstance(data, dict):
         raise ConfigError([smap.problem((), "queues.yaml must be a mapping with 'skills' and 'queues'")])
     cfg = validate(RoutingConfig, data, smap)
-    problems = _cross_check(cfg, smap, known_strategies)
+    problems = _cross_check(cfg, smap, known_strategies, known_surveys)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -242,13 +293,17 @@ def _strategies() -> set[str]:
     return set(default_registry.names())
 
 
-def load_routing_config(path: str | Path, known_strategies: set[str] | None = None) -> RoutingConfig:
+def load_routing_config(path: str | Path, known_strategies: set[str] | None = None,
+                        known_surveys: set[str] | None = None) -> RoutingConfig:
     """Load and check config/queues.yaml; raises ivr.errors.ConfigError listing file:line:column problems."""
     data, smap = load_yaml_file(path)
-    return parse_config(data, smap, known_strategies if known_strategies is not None else _strategies())
+    return parse_config(data, smap, known_strategies if known_strategies is not None else _strategies(),
+                        known_surveys)
 
 
 def load_routing_config_text(text: str, file: str = "<queues.yaml>",
-                             known_strategies: set[str] | None = None) -> RoutingConfig:
+                             known_strategies: set[str] | None = None,
+                             known_surveys: set[str] | None = None) -> RoutingConfig:
     data, smap = load_yaml_text(text, file)
-    return parse_config(data, smap, known_strategies if known_strategies is not None else _strategies())
+    return parse_config(data, smap, known_strategies if known_strategies is not None else _strategies(),
+                        known_surveys)
