@@ -240,7 +240,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     server.manager = manager
     server.sip = sip
     await sip.start()
-    await _attach_routing(server, services, queues_path, prompts)
+    await _attach_routing(server, services, queues_path, prompts, clock=clock)
     await _start_web(server, crm, recorder, voice)
     from ivr.campaign.wiring import attach_campaigns
     await attach_campaigns(server, prompts, clock=clock)
@@ -336,11 +336,14 @@ def _verification_view_auditor(voice):
     return audit
 
 
-async def _attach_routing(server: Server, services, queues_path: Path, prompts) -> None:
-    """Queues, agents and their phones: the IVR's Queue action hands calls to ivr.queueing."""
+async def _attach_routing(server: Server, services, queues_path: Path, prompts, *, clock=time.time) -> None:
+    """Queues, agents and their phones: the IVR's Queue action hands calls to ivr.queueing; the post-call
+    survey (queues.yaml ``survey``) runs when an agent hangs up first."""
     from ivr.queueing import attach_routing
+    from ivr.survey.postcall import attach_post_call_survey
 
-    await attach_routing(server, services, queues_path, prompts)
+    queue_service = await attach_routing(server, services, queues_path, prompts)
+    attach_post_call_survey(server, queue_service, prompts, clock=clock)
 
 
 async def _build_voice(cfg: ServerConfig, url: str):
