@@ -149,7 +149,7 @@ async def _sockets_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_web_app(deps: WebDeps) -> web.Application:
     """The whole web side; ``deps.hub`` may be a ``ScreenPopHub`` the call layer already holds (one is made
     otherwise, reachable as ``app[crm_bridge.web.HUB]``)."""
-    from . import api, campaigns, desktop, supervisor, transfer, voicemail
+    from . import api, campaigns, desktop, supervisor, surveys, transfer, voicemail
 
     app = web.Application(middlewares=[security_middleware], client_max_size=64 * 1024 * 1024)
     hub = deps.hub if deps.hub is not None else ScreenPopHub(deps.crm, db=deps.db,
@@ -169,6 +169,7 @@ def create_web_app(deps: WebDeps) -> web.Application:
     transfer.setup(app)
     voicemail.setup(app)
     campaigns.setup(app)
+    surveys.setup(app)
     app.router.add_static("/static/", STATIC_DIR, show_index=False, append_version=False)
     return app
 

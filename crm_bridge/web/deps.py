@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from aiohttp import web
@@ -114,6 +115,9 @@ class WebDeps:
     hasher: Any | None = None
     """argon2 ``PasswordHasher`` for passwords set through the API (None: crm_bridge.security's default)."""
     clock: Callable[[], float] | None = None
+    surveys_dir: str | Path | None = None
+    """Folder of the survey scripts (labels and the CSAT question on the results pages); None: the install's
+    ``config/surveys``."""
 
 
 DEPS = web.AppKey("deps", WebDeps)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from . import campaigns
+from . import campaigns, surveys
 from .api import PREFIX, REQUEST_MODELS
 
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -104,6 +104,7 @@ def _components() -> dict[str, Any]:
                                 "groups": {"type": "array", "items": obj}}},
     })
     schemas.update(campaigns.openapi_schemas())
+    schemas.update(surveys.openapi_schemas())
     return {"schemas": schemas,
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer",
                                                "description": "web.admin_token (CONTACT_SERVER_ADMIN_TOKEN)"}}}
@@ -204,6 +205,7 @@ def spec() -> dict[str, Any]:
                                           "content": {"application/json": {"schema": {"type": "object"}}}}}}},
     }
     paths.update(campaigns.openapi_paths())
+    paths.update(surveys.openapi_paths())
     return {"openapi": "3.1.0",
             "info": {"title": "Contact server admin API", "version": "1.0.0",
                      "description": "Customers, phone numbers, agents, skills, voice enrollment, configuration "

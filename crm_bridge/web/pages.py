@@ -26,6 +26,7 @@ def html_response(text: str, status: int = 200) -> web.Response:
 def supervisor_nav(name: str) -> str:
     return ('<nav><a href="/supervisor/wallboard">Wallboard</a><a href="/supervisor/kpi">KPIs</a>'
             '<a href="/supervisor/calls">Call records</a><a href="/supervisor/campaigns">Campaigns</a>'
+            '<a href="/supervisor/surveys">Surveys</a>'
             f'<span class="who">{escape(name)}</span>'
             '<form method="post" action="/logout" class="inline"><button type="submit">Log out</button></form>'
             '</nav>')

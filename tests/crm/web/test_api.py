@@ -16,6 +16,7 @@ from crm_bridge.recorder import CallRecorder
 from crm_bridge.web import create_web_app
 from crm_bridge.web.api import PREFIX, ROUTES
 from crm_bridge.web.campaigns import ROUTES as CAMPAIGN_ROUTES
+from crm_bridge.web.surveys import ROUTES as SURVEY_ROUTES
 
 from .conftest import Web
 
@@ -260,7 +261,7 @@ async def test_openapi_document_is_valid_and_matches_the_routes(web: Web) -> Non
     validate(doc)
     described = {(method.upper(), path) for path, item in doc["paths"].items()
                  for method in item if method in ("get", "post", "patch", "delete", "put")}
-    routed = {(method, path) for method, path, _ in ROUTES + CAMPAIGN_ROUTES}
+    routed = {(method, path) for method, path, _ in ROUTES + CAMPAIGN_ROUTES + SURVEY_ROUTES}
     assert described == routed
     registered = {(r.method, r.resource.canonical) for r in web.client.app.router.routes()
                   if r.resource is not None and r.resource.canonical.startswith(PREFIX)}
