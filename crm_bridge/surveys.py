@@ -71,6 +71,11 @@ def _e164(phone: str | None) -> str | None:
         return None
 
 
+def _cut(value: Any, size: int) -> str | None:
+    """Text as the column holds it: PostgreSQL refuses what is longer (a SIP URI as the caller's number)."""
+    return None if value is None else str(value)[:size]
+
+
 def _encode(value: Any) -> tuple[int | None, str | None]:
     """(value_int, value_text) of an answer's value: scale digits are ints, yes/no is 1/0 with "yes"/"no"
     (so the CSV reads as the customer meant it), choice values are text or ints."""
@@ -102,8 +107,9 @@ def begin_response(s: Session, *, survey: str, channel: str, language: str = "it
         raise SurveyError(f"channel {channel!r} is not one of "
                           f"{', '.join(c.value for c in SurveyChannel)}") from None
     row = SurveyResponse(survey=survey[:64], channel=chan, language=(language or "it")[:8],
-                         status=SurveyStatus.STARTED, call_id=call_id, customer_id=customer_id, phone=phone,
-                         agent_id=agent_id, queue=queue, service=service, line=line, campaign_id=campaign_id,
+                         status=SurveyStatus.STARTED, call_id=_cut(call_id, 128), customer_id=customer_id,
+                         phone=_cut(phone, 64), agent_id=_cut(agent_id, 64), queue=_cut(queue, 64),
+                         service=_cut(service, 64), line=_cut(line, 64), campaign_id=campaign_id,
                          started_at=_utc(now))
     if call_id:
         rec = s.scalars(select(m.CallRecord).where(m.CallRecord.call_id == call_id)).first()

@@ -104,7 +104,10 @@ async def test_bad_writes_say_what_is_wrong(db) -> None:
         await store.begin(survey="csat", channel="sms")
     with pytest.raises(SurveyError, match="no survey response 999"):
         await store.answer(999, "q1", "1", 1)
-    rid = await store.begin(survey="csat", channel="post_call")
+    rid = await store.begin(survey="csat", channel="post_call", phone="sip:" + "7" * 100 + "@example.com",
+                            queue="q" * 80)
+    r = db.run_sync(lambda s: s.get(SurveyResponse, rid))
+    assert len(r.phone) == 64 and len(r.queue) == 64            # kept, cut to the columns (PostgreSQL refuses)
     with pytest.raises(SurveyError, match="cannot end a survey"):
         await store.end(rid, "started")
     with pytest.raises(SurveyError, match="cannot end a survey"):
