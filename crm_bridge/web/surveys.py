@@ -26,7 +26,7 @@ from sqlalchemy import select
 from .. import models as m
 from .. import surveys as sv
 from .api import PREFIX, ApiError, api_handler
-from .app import now_of, require_session, require_supervisor_or_admin
+from .app import get_session, require_supervisor_or_admin
 from .charts import Series, bar_chart
 from .deps import DEPS, WebDeps
 from .pages import html_response, layout, supervisor_nav
@@ -163,8 +163,10 @@ class ResultFilter:
     channel: str | None = None
     campaign_id: int | None = None
 
-    def query(self, raw: dict[str, str]) -> str:
-        return urlencode({k: v for k, v in raw.items() if k in ("since", "until", "channel", "campaign_id") and v})
+
+def filter_query(raw: dict[str, str]) -> str:
+    """The filters of a page's query string, for its CSV link."""
+    return urlencode({k: v for k, v in raw.items() if k in ("since", "until", "channel", "campaign_id") and v})
 
 
 def parse_result_filter(q: Any, tz: str) -> ResultFilter:
@@ -307,7 +309,8 @@ def surveys_index_html(items: list[dict[str, Any]], problems: list[str]) -> str:
             f'</tbody></table></section>')
 
 
-def _option_rows(q: QuestionInfo | None, counts: dict[str, int], opt_out_digit: str | None) -> list[tuple[str, str, int]]:
+def _option_rows(q: QuestionInfo | None, counts: dict[str, int],
+                 opt_out_digit: str | None) -> list[tuple[str, str, int]]:
     """(digit, label, count): the script's options in keypad order (zero counts too), then digits it does not
     know (an opt-out key, an option removed since)."""
     rows = [(d, label, counts.get(d, 0)) for d, label in (q.options.items() if q else ())]
@@ -359,7 +362,7 @@ def results_html(data: dict[str, Any], *, name: str, raw_query: dict[str, str], 
                           script["opt_out_digit"])
     f = data["filters"]
     sel = {c: " selected" if raw_query.get("channel") == c else "" for c in ("", "post_call", "outbound")}
-    qs = ResultFilter().query(raw_query)
+    qs = filter_query(raw_query)
     form = (f'<form method="get" class="filters">'
             f'<label>Since <input type="date" name="since" value="{escape(raw_query.get("since", ""))}"></label>'
             f'<label>Until <input type="date" name="until" value="{escape(raw_query.get("until", ""))}"></label>'
@@ -412,7 +415,6 @@ async def surveys_page(request: web.Request) -> web.Response:
 
 
 def _nav(request: web.Request) -> str:
-    from .app import get_session
     session = get_session(request)
     return supervisor_nav(session.name if session else "admin")
 
