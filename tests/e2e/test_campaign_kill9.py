@@ -10,8 +10,7 @@ import signal
 
 import pytest
 
-from tests.conftest import REPO
-from tests.e2e.campaign_survey import REAL, SURVEY_FILES, SURVEY_NAME, prepare_database
+from tests.e2e.campaign_survey import SURVEY_FILES, SURVEY_NAME, prepare_database
 from tests.e2e.harness import SIPP
 from tests.e2e.server_fixture import copy_config, server_environ
 from tests.e2e.test_campaign_sip import ANNA, GIULIA, MARCO, customer, invites
@@ -57,13 +56,7 @@ async def test_kill9_mid_campaign_redials_nobody(tmp_path):
     rules.write_text(json.dumps({"window": {"timezone": "UTC", "hours": {"mon-sun": "00:00-24:00"}},
                                  "pacing": {"max_concurrent": 2, "calls_per_minute": 60, "ring_timeout": 60}}))
     db_url = f"sqlite:///{server.db_path}"
-    if not REAL:
-        # TEMPORARY (see tests/e2e/campaign_survey.py): the server process gets the stand-in survey too
-        site = tmp_path / "site"
-        site.mkdir()
-        (site / "sitecustomize.py").write_text("import tests.e2e.campaign_survey\n")
-        server._env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), server._env.get("PYTHONPATH", "")])
-        prepare_database(server.db_path)
+    prepare_database(server.db_path)
     assert main(["campaign", "--db", db_url, "create", "--name", "kill", "--survey", SURVEY_NAME, "--csv",
                  str(csv_path), "--rules", str(rules), "--start"]) == 0
     try:

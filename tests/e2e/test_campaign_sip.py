@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 from sqlalchemy import select
 
 from tests.e2e.harness import SIPP
+from tests.e2e.campaign_survey import SURVEY_FILES, SURVEY_NAME, prepare_database, stored_answers
 from tests.e2e.server_fixture import IN_HOURS, ShiftedClock, contact_server
 from tests.e2e.test_routing_sip import Sipp, start_sipp, until
 
@@ -96,17 +96,6 @@ async def wait_campaign(srv, cid: int, states: set[str], timeout: float = 120.0)
         if loop.time() > deadline:
             raise AssertionError(f"campaign {cid} still {body['state']} after {timeout} s: {body}")
         await asyncio.sleep(0.3)
-
-
-# ------------------------------------------------------------------------------------------ survey
-
-SURVEY_FILES: dict[str, str] = {}
-"""Extra configuration files for the server (the test survey script); filled in by the survey link below."""
-
-from tests.e2e.campaign_survey import SURVEY_FILES as _FILES  # noqa: E402
-from tests.e2e.campaign_survey import SURVEY_NAME, prepare_database, stored_answers  # noqa: E402
-
-SURVEY_FILES.update(_FILES)
 
 
 # ------------------------------------------------------------------------------------------ tests
