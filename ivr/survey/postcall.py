@@ -120,6 +120,8 @@ class PostCallSurvey:
             log.exception("call %s: survey response not stored; no survey offered", call.id)
             return
         SURVEYS_OFFERED.labels(channel=CHANNEL).inc()
+        log.info("call %s: post-call survey %s offered (%s, agent %s, queue %s)", call.id, script.name, language,
+                 agent_id, queue)
         answered: list[str] = []
 
         async def on_answer(question_id: str, digit: str, value: Any) -> None:
