@@ -232,13 +232,18 @@ def _survey_opt_out_clause(customer_id: int) -> Any | None:
     return select(resp.id).where(resp.customer_id == customer_id, resp.status == "opted_out").exists()
 
 
-def _is_opted_out(s: Session, customer_id: int | None, phone: str | None) -> bool:
+def _listed(s: Session, customer_id: int | None, phone: str | None) -> bool:
+    """On the do-not-call list itself (the survey store may have written the row when the survey ended)."""
     conds = []
     if customer_id is not None:
         conds.append(ContactOptOut.customer_id == customer_id)
     if phone:
         conds.append(ContactOptOut.e164 == phone)
-    if conds and s.scalars(select(ContactOptOut.id).where(or_(*conds)).limit(1)).first() is not None:
+    return bool(conds) and s.scalars(select(ContactOptOut.id).where(or_(*conds)).limit(1)).first() is not None
+
+
+def _is_opted_out(s: Session, customer_id: int | None, phone: str | None) -> bool:
+    if _listed(s, customer_id, phone):
         return True
     if customer_id is not None:
         clause = _survey_opt_out_clause(customer_id)
@@ -411,7 +416,7 @@ def finish_attempt(s: Session, contact_id: int, *, outcome: CallOutcome, state: 
                                             CampaignAttempt.attempt == c.attempts,
                                             CampaignAttempt.ended_at.is_(None))
               .values(ended_at=at, outcome=outcome.value, sip_status=sip_status))
-    if outcome is CallOutcome.OPTED_OUT:
+    if outcome is CallOutcome.OPTED_OUT and not _listed(s, c.customer_id, c.phone):
         s.add(ContactOptOut(customer_id=c.customer_id, e164=c.phone, reason=f"survey, campaign {c.campaign_id}",
                             source="survey", created_at=at))
 

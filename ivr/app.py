@@ -294,6 +294,7 @@ async def _start_web(server: Server, crm, recorder, voice) -> None:
 
     from crm_bridge.web.app import create_web_app
     from crm_bridge.web.deps import WebDeps
+    from ivr.campaign.wiring import surveys_dir
     from crm_bridge.web.pop import ScreenPopHub
 
     cfg = server.cfg
@@ -309,6 +310,7 @@ async def _start_web(server: Server, crm, recorder, voice) -> None:
     deps = WebDeps(db=server.db, crm=crm, agents=server.extras.get("agent_control"),
                    wallboard=server.extras.get("wallboard"), voice=voice, reload_config=reload_config,
                    recorder=recorder, hub=hub, admin_token=cfg.web.admin_token, agent_key="extension",
+                   surveys_dir=surveys_dir(cfg),
                    **({"session_secret": cfg.web.session_secret.encode()} if cfg.web.session_secret else {}))
     runner = web.AppRunner(create_web_app(deps), access_log=None)
     await runner.setup()

@@ -167,6 +167,20 @@ def test_survey_opt_out_puts_the_customer_on_the_do_not_call_list(seeded):
     assert states == {phone: "opted_out", "+390212345678": "pending"}
 
 
+def test_survey_opt_out_already_listed_by_the_survey_store_adds_no_second_row(seeded):
+    from crm_bridge.campaign_models import ContactOptOut
+
+    cid = _campaign(seeded, n=1)
+    (contact,) = seeded.read_sync(lambda s: cs.load_campaign(s, cid, now=T0)).contacts
+    phone = seeded.read_sync(lambda s: s.get(CampaignContact, contact.id).phone)
+    seeded.run_sync(lambda s: cs.begin_attempt(s, contact.id, 1, "z-2", now=T0))
+    seeded.run_sync(lambda s: cs.add_opt_out(s, e164=phone, source="survey", now=T0 + 29))
+    seeded.run_sync(lambda s: cs.finish_attempt(s, contact.id, outcome=CallOutcome.OPTED_OUT,
+                                                 state=ContactState.OPTED_OUT, next_attempt_at=None, now=T0 + 30))
+    rows = seeded.read_sync(lambda s: s.scalars(select(ContactOptOut.id).where(ContactOptOut.e164 == phone)).all())
+    assert len(rows) == 1
+
+
 def _campaign_with_phone(db, phone):
     rows = [cs.ContactIn(phone=phone), cs.ContactIn(phone="+390212345678")]
     cid, _ = db.run_sync(lambda s: cs.create_campaign(s, name="next", survey="csat", rules=RULES, contacts=rows,
