@@ -81,7 +81,7 @@ def test_no_input_says_so_and_asks_again():
     run.start()
     acts = run.handle(Timeout())
     assert texts(acts) == [CSAT.no_input_prompt.ref("en").text, q("q1", "en")]
-    assert run.handle(Digits("")) [0].prompt.text == CSAT.no_input_prompt.ref("en").text   # empty digits = silence
+    assert run.handle(Digits(""))[0].prompt.text == CSAT.no_input_prompt.ref("en").text   # empty digits = silence
 
 
 def test_wrong_digits_after_the_last_retry_skip_the_question():

@@ -83,7 +83,7 @@ def test_good_script_and_name_defaults(tmp_path):
 
 
 def test_unknown_key_at_its_line(tmp_path):
-    text = GOOD.replace("    retries_x: 1\n", "").replace("  - id: q2\n", "  - id: q2\n    retrys: 3\n")
+    text = GOOD.replace("  - id: q2\n", "  - id: q2\n    retrys: 3\n")
     [(line, msg)] = problems(tmp_path, text)
     assert line == line_of(text, "retrys") and "unknown key 'retrys'" in msg and "spelling" in msg
 
@@ -110,7 +110,7 @@ def test_scale_outside_the_keypad_and_reversed(tmp_path):
 
 
 def test_duplicate_question_id(tmp_path):
-    text = GOOD.replace("  - id: q2\n", "  - id: q1\n").replace("csat_question: q1", "csat_question: q1")
+    text = GOOD.replace("  - id: q2\n", "  - id: q1\n")
     [(line, msg)] = problems(tmp_path, text)
     assert line == line_of(text, "- id: q1", 1) and "duplicate question id 'q1'" in msg and "#1" in msg
 
@@ -151,7 +151,7 @@ def test_prompt_in_an_undeclared_language(tmp_path):
 
 
 def test_language_without_built_in_prompts_needs_its_own(tmp_path):
-    text = (GOOD.replace("languages: [it, en]", "languages: [it, de]").replace("en:", "de:"))
+    text = GOOD.replace("languages: [it, en]", "languages: [it, de]").replace("en:", "de:")
     found = problems(tmp_path, text)
     msgs = " | ".join(m for _, m in found)
     assert "invalid_prompt" in msgs and "no_input_prompt" in msgs and "opt_out_prompt" in msgs
