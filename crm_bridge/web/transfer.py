@@ -4,7 +4,8 @@ Like every desktop endpoint, the agent is the session's own: an agent can only m
 on (the call id is optional and must be theirs). The routing side (``deps.agents.transfers``, the queue
 service) decides and moves the audio; these handlers only validate the request and map refusals to HTTP.
 
-``POST /desktop/transfer`` ``{"mode": "blind"|"consult", "to_queue"|"to_agent": ..., "note": ..., "call_id"?}``
+``POST /desktop/transfer`` ``{"mode": "blind"|"consult", "to_queue"|"to_agent": ..., "note": ..., "call_id"?}``;
+``{"mode": "survey", "call_id"?}`` hangs up the agent's leg and lets the caller answer the post-call survey.
 ``POST /desktop/transfer/complete`` and ``/desktop/transfer/cancel`` ``{"call_id"?}`` end a consultation;
 ``GET /desktop/transfer/targets`` lists queues and agents for the picker.
 """
@@ -65,8 +66,18 @@ async def transfer(request: web.Request) -> web.Response:
     service = _service(request)
     body = await _json_body(request)
     mode = body.get("mode", "blind")
-    if mode not in ("blind", "consult"):
-        return json_error(400, "mode must be blind or consult")
+    if mode not in ("blind", "consult", "survey"):
+        return json_error(400, "mode must be blind, consult or survey")
+    if mode == "survey":
+        try:
+            result = service.transfer_to_survey(_call_id(body), session.agent_id)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.info("agent %s: transfer to the survey refused: %s", session.agent_id, exc)
+            return _refusal(exc)
+        log.info("agent %s: %s handed to the post-call survey", session.agent_id, result.get("call_id"))
+        return web.json_response(result)
     to_queue, to_agent = body.get("to_queue") or None, body.get("to_agent") or None
     if (to_queue is None) == (to_agent is None):
         return json_error(400, "name exactly one of to_queue or to_agent")

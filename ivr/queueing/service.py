@@ -88,6 +88,7 @@ class QueueService(WaitingMixin, CallbackMixin, TransferMixin):
         # on the line (the post-call survey); the agent is already in wrap-up by then.
         self.post_call: Callable[[Call, dict, str], Awaitable[None]] | None = None
         self._consults: dict[str, str] = {}          # consultation id -> the caller's call id
+        self._to_survey: set[str] = set()             # calls an agent handed to the post-call survey
         self.voicemail = VoicemailBox(self.base_dir / "var" / "voicemail", db=db, wall_clock=wall_clock)
 
     def now(self) -> float:
@@ -378,6 +379,9 @@ class QueueService(WaitingMixin, CallbackMixin, TransferMixin):
                 await self.recorder.ended(call.id, "agent_hangup")
         leg.hangup()
         context = self._context_of(call.id)
+        if call.id in self._to_survey:
+            self._to_survey.discard(call.id)
+            context = {**context, "survey_requested": True}
         with contextlib.suppress(RoutingError):
             self.drive(lambda now: self.engine.call_ended(call.id, now=now, by=by))
         self._notify("ended", conn.agent_id, call.id)

@@ -17,6 +17,10 @@ from .state import TransferRefused, _Connected, _Consult, _OfferTask, _Talk, _Wa
 log = logging.getLogger(__name__)
 
 
+SURVEY_TARGET = "survey"
+"""REFER to ``sip:survey@...`` from an agent's phone hands the caller to the post-call survey."""
+
+
 class TransferMixin:
     """Transfers and consultations; mixed into ``QueueService`` (uses its engine, ``drive`` and waiters)."""
 
@@ -246,6 +250,28 @@ class TransferMixin:
         self.drive(lambda now: self.engine.consult_cancel(call_id, now=now, reason="cancelled"))
         return {"call_id": call_id, "mode": "consult", "state": "cancelled"}
 
+    def transfer_to_survey(self, call_id: str | None, by_agent: str) -> dict:
+        """The agent hands the caller to the post-call survey: the agent's leg ends as if they hung up (wrap-up,
+        record ended ``agent_hangup``) and the caller hears the queue's survey whatever its sampled share (the
+        default script when the queue offers none)."""
+        w = self._survey_waiter(call_id, by_agent)
+        return self._hand_to_survey(w, by_agent)
+
+    def _survey_waiter(self, call_id: str | None, by_agent: str) -> _Waiter:
+        if self.post_call is None:
+            raise TransferRefused(409, "no post-call survey runs on this server", 403)
+        w = self._mine(call_id, by_agent)
+        if w.talk is not None and w.talk.consult is not None:
+            raise TransferRefused(409, "a consultation is in progress: complete or cancel it first", 491)
+        return w
+
+    def _hand_to_survey(self, w: _Waiter, by_agent: str) -> dict:
+        assert w.talk is not None
+        self._to_survey.add(w.call.id)
+        w.talk.conn.leg.hangup()
+        self._notify("transfer_event", by_agent, {"event": "transferred", "call_id": w.call.id, "to_survey": True})
+        return {"call_id": w.call.id, "mode": "survey"}
+
     def on_refer(self, leg: Leg, ev: Any) -> None:
         """REFER from an agent's phone in the dialog of its leg: blind transfer to the queue named by the
         Refer-To user part, or to the agent whose extension (or id) it is. NOTIFY 200 goes before the BYE."""
@@ -256,6 +282,17 @@ class TransferMixin:
             return
         user = (ev.user or "").strip()
         to_queue = to_agent = None
+        if user == SURVEY_TARGET and user not in self.engine.config.queues:
+            agent_id = w.talk.conn.agent_id
+            try:
+                w = self._survey_waiter(w.call.id, agent_id)
+            except TransferRefused as exc:
+                log.info("REFER from agent %s to the survey refused: %s", agent_id, exc)
+                notify(leg.handle, exc.sip_status)
+                return
+            notify(leg.handle, 200, "OK")
+            self._hand_to_survey(w, agent_id)
+            return
         if user in self.engine.config.queues:
             to_queue = user
         else:

@@ -31,6 +31,12 @@ class Offer(Protocol):
     share: float
 
 
+@dataclass(frozen=True)
+class _Requested:
+    script: str
+    share: float
+
+
 class SurveyStoreLike(Protocol):
     """``crm_bridge.surveys.SurveyStore``."""
 
@@ -77,24 +83,31 @@ class PostCallSurvey:
 
     def __init__(self, offers: Callable[[str | None, str | None], Offer | None],
                  scripts: Callable[[str], SurveyScript], prompts: Any, store: SurveyStoreLike, *,
-                 sampler: ShareSampler | None = None, run: Callable[..., Any] = run_survey):
+                 sampler: ShareSampler | None = None, run: Callable[..., Any] = run_survey,
+                 default_script: str = "csat"):
         self.offers = offers
         self.scripts = scripts
         self.prompts = prompts
         self.store = store
         self.sampler = sampler or ShareSampler()
         self.run = run
+        self.default_script = default_script
 
-    def choose(self, call_id: str, queue: str | None, service: str | None) -> Offer | None:
-        """The offer this call gets, or None (no survey for its queue/service, or not in the sampled share)."""
+    def choose(self, call_id: str, queue: str | None, service: str | None, *, requested: bool = False) -> Offer | None:
+        """The offer this call gets, or None (no survey for its queue/service, or not in the sampled share).
+        ``requested``: the agent handed the caller to the survey; the share does not apply and a queue without a
+        survey of its own gets ``default_script``."""
         offer = self.offers(queue, service)
+        if requested:
+            script = offer.script if offer is not None and offer.script else self.default_script
+            return _Requested(script, 1.0)
         if offer is None or not offer.script or not self.sampler.offered(call_id, offer.share):
             return None
         return offer
 
     async def __call__(self, call: Any, context: dict, agent_id: str) -> None:
         queue, service = context.get("queue"), context.get("service")
-        offer = self.choose(call.id, queue, service)
+        offer = self.choose(call.id, queue, service, requested=bool(context.get("survey_requested")))
         if offer is None:
             return
         try:

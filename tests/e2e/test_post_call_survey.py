@@ -160,3 +160,31 @@ async def test_caller_hanging_up_during_the_survey_leaves_a_partial_response(tmp
             rtp.close()
             for p in (agent, caller):
                 p.stop()
+
+
+async def test_agent_phone_refers_the_caller_to_the_survey(tmp_path):
+    """The queue's share is 0 (nobody is offered the survey by chance); the agent's phone transfers the caller to
+    ``sip:survey@server`` with REFER: NOTIFY 200 before the agent's BYE, then the caller answers the survey."""
+    pa = free_udp_port()
+    async with survey_server(tmp_path, pa, share=0.0) as srv:
+        control = srv.server.extras["agent_control"]
+        agent = await start_sipp(tmp_path, "agent", "uas_agent_refer.xml", port=pa,
+                                 variables={"ring": 300, "hold": 1500, "target": "survey", "server": srv.address})
+        await control.login(AGENT, available=True)
+        rtp = await RtpSink().open()
+        caller = await start_sipp(tmp_path, "caller", "uac_post_call_survey.xml", remote=srv.address,
+                                  variables=caller_vars(GIULIA, "1", rtp, wait=WAIT, gap=GAP, s1=5, s2=1, s3=3))
+        try:
+            assert await agent.wait() == 0, agent.messages()[-3000:]
+            notifies = agent.received("NOTIFY")
+            assert notifies[-1].rstrip().endswith("SIP/2.0 200 OK") and len(agent.received("BYE")) == 1
+            assert await caller.wait() == 0, caller.messages()[-3000:]
+            rec = await ended_record(srv, ani=GIULIA)
+            r = await final_response(srv)
+            assert r["status"] == "completed" and r["call_id"] == rec["call_id"] and r["agent_id"] == AGENT
+            assert r["queue"] == "retail_accounts" and r["ticket_id"] == rec["ticket_id"]
+            assert r["answers"] == [("q1", "5", 5, None), ("q2", "1", 1, "yes"), ("q3", "3", None, "competence")]
+        finally:
+            rtp.close()
+            for p in (agent, caller):
+                p.stop()

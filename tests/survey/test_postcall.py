@@ -104,6 +104,15 @@ async def test_share_zero_other_queue_or_unknown_script_offer_nothing(db):
     assert responses(db) == [] and call.played == []
 
 
+async def test_agent_handing_the_caller_to_the_survey_skips_the_share_and_falls_back_to_csat(db):
+    cid = customer(db)
+    survey = post_call(db, 0.0)
+    await survey(Caller(["4", "2", "1"], "c7"), {**context(cid), "survey_requested": True}, "2001")
+    await survey(Caller(["2", "1", "3"], "c8"), {**context(cid, queue="general"), "survey_requested": True}, "2003")
+    got = [(r["call_id"], r["queue"], r["survey"], r["status"], r["agent_id"]) for r in responses(db)]
+    assert got == [("c7", "cards", "csat", "completed", "2001"), ("c8", "general", "csat", "completed", "2003")]
+
+
 async def test_opted_out_customer_is_never_offered_again(db):
     cid = customer(db)
     survey = post_call(db, 1.0)

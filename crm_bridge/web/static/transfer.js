@@ -30,8 +30,9 @@
   const consult = el("button", { type: "button", id: "xfer-consult" }, "Consult");
   const complete = el("button", { type: "button", id: "xfer-complete", class: "ok" }, "Complete");
   const cancel = el("button", { type: "button", id: "xfer-cancel" }, "Cancel consult");
+  const survey = el("button", { type: "button", id: "xfer-survey", title: "Hang up and let the caller answer the satisfaction survey" }, "To survey");
   const buttons = el("div", { class: "xfer-buttons" });
-  buttons.append(blind, consult, complete, cancel);
+  buttons.append(blind, consult, complete, cancel, survey);
   const status = el("p", { id: "xfer-status", class: "hint", role: "status" }, "No call to transfer.");
   panel.append(title, row1, row2, buttons, status);
   buttons.style.display = "flex";
@@ -75,6 +76,7 @@
     const onCall = !!currentCall;
     blind.disabled = busy || !onCall || consultState !== "none" || !target.value;
     consult.disabled = busy || !onCall || consultState !== "none" || !target.value;
+    survey.disabled = busy || !onCall || consultState !== "none";
     complete.disabled = busy || !onCall || consultState !== "talking";
     cancel.disabled = busy || !onCall || consultState === "none";
     kind.disabled = target.disabled = note.disabled = !onCall || consultState !== "none";
@@ -125,6 +127,15 @@
     const res = await post("/desktop/transfer", { mode: "blind", ...choice() });
     if (res) {
       say(`Transferred to ${res.to_queue || res.to_agent}. Your leg is closed: wrap up the call.`);
+      currentCall = null;
+      note.value = "";
+      render();
+    }
+  });
+  survey.addEventListener("click", async () => {
+    const res = await post("/desktop/transfer", { mode: "survey", call_id: currentCall });
+    if (res) {
+      say("The caller is answering the survey. Your leg is closed: wrap up the call.");
       currentCall = null;
       note.value = "";
       render();

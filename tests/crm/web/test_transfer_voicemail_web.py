@@ -37,6 +37,12 @@ class RecordingTransfers:
         self.calls.append(("consult", call_id, agent_id, kw))
         return {"call_id": "c-1", "mode": "consult", "state": "ringing"}
 
+    def transfer_to_survey(self, call_id, agent_id):
+        self.calls.append(("survey", call_id, agent_id))
+        if call_id == "c-9":
+            raise TransferRefused(404, "agent 2001 has no call in conversation with id c-9", 481)
+        return {"call_id": "c-1", "mode": "survey"}
+
     async def consult_complete(self, call_id, agent_id):
         raise TransferRefused(409, "there is no consultation to complete")
 
@@ -84,6 +90,10 @@ async def test_transfer_is_validated_scoped_to_the_session_agent_and_refusals_ar
     assert resp.status == 200 and service.calls[-1] == ("cancel", None, "2001")
     targets = await (await web.client.get("/desktop/transfer/targets")).json()
     assert targets["current_call"] == "c-1" and [a["id"] for a in targets["agents"]] == ["2002"]
+    resp = await post("/desktop/transfer", {"mode": "survey"})
+    assert resp.status == 200 and service.calls[-1] == ("survey", None, "2001")
+    resp = await post("/desktop/transfer", {"mode": "survey", "call_id": "c-9"})
+    assert resp.status == 404 and "c-9" in (await resp.json())["error"]
 
 
 def _leave(box: VoicemailBox, call_id: str, at: float) -> Voicemail:
