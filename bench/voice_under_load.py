@@ -20,7 +20,9 @@ The issue's case (defaults; takes ~3 minutes, needs a quiet machine with >= 4 co
 
     .venv/bin/python bench/voice_under_load.py --calls 200 --verifications 20 --window 20
 
-A short smoke run: ``--calls 50 --verifications 20 --window 8 --modes process,thread``.
+A short smoke run: ``--calls 50 --verifications 20 --window 8 --modes process,thread``. On a small machine,
+``--voice-cpus 1`` reserves CPU 1 for the voice worker (and SIPp) and leaves the others to the server, as
+``voice.cpus`` does in server.yaml.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -48,14 +51,15 @@ from ivr.media.dtmf import DtmfMode  # noqa: E402
 VOICES = REPO / "audio_fixtures" / "voices"
 
 
-async def build_voice_service(tmp: Path, mode: str, store=None):
+async def build_voice_service(tmp: Path, mode: str, store=None, cpus: tuple[int, ...] | None = None):
     from voiceauth.crypto import KeyRing, generate_key
     from voiceauth.pool import create_pool
     from voiceauth.service import VoiceAuthService
     from voiceauth.store import SqlVoiceprintStore
     from voiceauth.verification import VerifierPolicy
 
-    pool = create_pool("resemblyzer", mode=mode, workers=1, max_queue=64)
+    extra = {"cpus": cpus} if cpus and mode == "process" else {}
+    pool = create_pool("resemblyzer", mode=mode, workers=1, max_queue=64, **extra)
     await pool.start()
     if store is None:
         store = SqlVoiceprintStore(f"sqlite:///{tmp / 'voice.db'}", KeyRing.from_base64(generate_key()))
@@ -105,8 +109,14 @@ async def main_async(args) -> dict:
         raise SystemExit("--modes takes process and/or thread")
     tmp = Path(tempfile.mkdtemp())
     services = {}
+    cpus = tuple(int(c) for c in args.voice_cpus.split(",")) if args.voice_cpus else None
     for mode in modes:
-        services[mode] = await build_voice_service(tmp, mode, next(iter(services.values())).store if services else None)
+        services[mode] = await build_voice_service(tmp, mode, next(iter(services.values())).store if services else None,
+                                                   cpus)
+    if cpus:
+        from ivr.app import _leave_cpus_to_voice
+
+        _leave_cpus_to_voice(cpus)      # as contact-server serve does with voice.cpus
     first = next(iter(services.values()))
     takes = [VOICES / "ls-2414" / f"2414-128291-{n}.wav" for n in ("0001", "0006", "0007")]
     enroll = [(load_wav_8k(f), 8000) for f in takes]
@@ -124,7 +134,9 @@ async def main_async(args) -> dict:
     sip, manager, media = await start_server(PromptApp(load_wav_8k(GREETING), loop=True), DtmfMode(args.dtmf_mode))
     phases = 2 + len(modes)
     hold = phases * args.window + 30 * len(modes) + args.calls / 50 + 10
-    sipp_args = ["sipp", f"127.0.0.1:{sip.bound_port}", "-sf", str(scenario), "-i", "127.0.0.1",
+    # with --voice-cpus the load generator (standing for the network) runs beside the voice workers
+    pin = ["taskset", "-c", args.voice_cpus] if cpus else []
+    sipp_args = pin + ["sipp", f"127.0.0.1:{sip.bound_port}", "-sf", str(scenario), "-i", "127.0.0.1",
                  "-p", str(free_port()), "-mp", str(free_port() & ~1), "-r", "50", "-m", str(args.calls),
                  "-l", str(args.calls), "-timeout", str(int(hold + 60)), "-nostdin", "-set", "caller", "+39333",
                  "-set", "dialed", "800100", "-set", "hold", str(int(hold * 1000)), "-set", "rtpport", "9",
@@ -132,7 +144,8 @@ async def main_async(args) -> dict:
     results: dict = {"machine": machine(), "command": " ".join(["bench/voice_under_load.py"] + sys.argv[1:]),
                      "calls": args.calls, "verifications_per_burst": args.verifications, "window_s": args.window,
                      "dtmf_mode": args.dtmf_mode, "probe_seconds": 3.0, "workers": 1,
-                     "switch_interval_s": sys.getswitchinterval()}
+                     "switch_interval_s": sys.getswitchinterval(), "voice_cpus": list(cpus) if cpus else None,
+                     "server_cpus": sorted(os.sched_getaffinity(0))}
     phase: dict[str, dict] = {}
     try:
         sipp = asyncio.ensure_future(run_sipp(sipp_args, tmp, hold + 120))
@@ -169,6 +182,8 @@ def main() -> int:
                          "serve sets; Python's own default is 0.005)")
     ap.add_argument("--modes", default="process,thread", help="pool modes to measure, in this order")
     ap.add_argument("--dtmf-mode", default="rfc4733", choices=["auto", "rfc4733", "inband", "info"])
+    ap.add_argument("--voice-cpus", default="", help="e.g. 1: the voice workers and SIPp on these CPUs, the server "
+                                                     "on the others (server.yaml voice.cpus)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "voice_under_load.json"))
     args = ap.parse_args()
     try:

@@ -362,9 +362,12 @@ async def _build_voice(cfg: ServerConfig, url: str):
         v = cfg.voice
         keyring = voice_keyring(cfg)
         kwargs = {"model_dir": v.model_dir} if v.model == "ecapa" else {}
+        extra = {"cpus": tuple(v.cpus)} if v.cpus and v.pool == "process" else {}
         pool = create_pool(v.model, kwargs, mode=v.pool, workers=v.workers, max_queue=v.max_queue,
-                           max_batch=v.max_batch)
+                           max_batch=v.max_batch, **extra)
         await pool.start()
+        if extra:
+            _leave_cpus_to_voice(extra["cpus"])
         store = SqlVoiceprintStore(url, keyring)
         policy = VerifierPolicy.from_calibration(v.model, v.calibration_codec, v.calibration_seconds,
                                                  max_failures_per_day=v.max_failures_per_day,
@@ -378,6 +381,19 @@ async def _build_voice(cfg: ServerConfig, url: str):
                            "the key, or set voice.required: false to run without it") from exc
         log.error("voice verification is OFF: %s", exc)
         return None
+
+
+def _leave_cpus_to_voice(cpus: tuple[int, ...]) -> None:
+    """With ``voice.cpus`` the embedding workers have those CPUs and the server (event loop, RTP) the others, so
+    a burst of verifications never takes CPU time from the media."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    rest = os.sched_getaffinity(0) - set(cpus)
+    if not rest:
+        log.warning("voice.cpus %s covers every CPU of the server: it shares them with the voice workers", cpus)
+        return
+    os.sched_setaffinity(0, rest)
+    log.info("voice workers on CPUs %s, the server on %s", list(cpus), sorted(rest))
 
 
 # Python hands the GIL to a waiting thread only after this long. The event loop gives it up at every poll and

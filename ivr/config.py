@@ -125,6 +125,9 @@ class VoiceConfig(_Strict):
     max_batch: int = Field(8, ge=1, le=64, description="waiting requests a free worker embeds in one pass")
     required: bool = Field(True, description="refuse to start when the model cannot be loaded; false starts "
                                              "without voice verification (callers take the fallback branch)")
+    cpus: list[int] | None = Field(None, description="CPUs reserved for the voice worker processes (pool: process); "
+                                                      "the server runs on the others, so verifications never "
+                                                      "take CPU time from RTP. Default: the scheduler decides")
     calibration_codec: Literal["ulaw", "alaw", "none"] = Field(
         "ulaw", description="which voiceauth/calibration/<model>_<codec>.json gives the decision threshold")
     calibration_seconds: float | None = Field(3.0, gt=0, description="speech length the threshold was calibrated on")

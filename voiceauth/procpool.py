@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -52,15 +53,33 @@ class EncoderSpec:
         return create_encoder(self.name, **self.kwargs)
 
 
+def check_cpus(cpus: tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    """The CPUs the workers may run on, all of them available to this process; None leaves the scheduler free."""
+    if not cpus:
+        return None
+    wanted = tuple(sorted(set(int(c) for c in cpus)))
+    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ValueError(f"voice worker CPUs {missing} are not available to this process (available: "
+                         f"{sorted(available)}); fix voice.cpus")
+    return wanted
+
+
 # --- worker side (module globals live in each worker process) -------------------------------------------------
 _encoder: SpeakerEncoder | None = None
 _load_error: BaseException | None = None
 
 
-def _init_worker(factory: Callable[[], SpeakerEncoder], torch_threads: int, niceness: int) -> None:
-    """Runs once per worker process: lower its priority, one torch thread, load the model (or remember why not)."""
+def _init_worker(factory: Callable[[], SpeakerEncoder], torch_threads: int, niceness: int,
+                 cpus: tuple[int, ...] | None = None) -> None:
+    """Runs once per worker process: its own CPUs when configured, lower priority, one torch thread, load the
+    model (or remember why not)."""
     global _encoder, _load_error
     _exit_with_parent()
+    if cpus:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setaffinity(0, cpus)
     try:
         if niceness:
             os.nice(niceness)
@@ -127,9 +146,11 @@ class ProcessEncoderPool:
 
     def __init__(self, encoder_factory: Callable[[], SpeakerEncoder], workers: int = 1, max_queue: int = 32,
                  max_batch: int = 8, torch_threads: int = 1, niceness: int = 10, request_timeout: float = 60.0,
-                 mp_context: str = "spawn", start_timeout: float = 180.0) -> None:
+                 mp_context: str = "spawn", start_timeout: float = 180.0,
+                 cpus: tuple[int, ...] | None = None) -> None:
         if workers < 1 or max_queue < 1 or max_batch < 1:
             raise ValueError("workers, max_queue and max_batch must be >= 1")
+        self._cpus = check_cpus(cpus)
         if mp_context not in ("spawn", "forkserver"):
             raise ValueError("mp_context must be 'spawn' or 'forkserver' (fork would copy the server's loop)")
         self._factory = encoder_factory
@@ -167,7 +188,7 @@ class ProcessEncoderPool:
 
     async def _spawn(self) -> None:
         executor = ProcessPoolExecutor(self._workers, mp_context=self._ctx, initializer=_init_worker,
-                                       initargs=(self._factory, self._torch_threads, self._niceness))
+                                       initargs=(self._factory, self._torch_threads, self._niceness, self._cpus))
         self._executor = executor
         # one describe per worker at once: the executor spawns a process for each, and each loads its model
         futs = [asyncio.wrap_future(executor.submit(_describe)) for _ in range(self._workers)]

@@ -194,3 +194,14 @@ def test_workers_leave_when_the_server_is_killed(tmp_path):
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker)
+
+
+async def test_workers_run_on_the_configured_cpus_only():
+    mine = os.sched_getaffinity(0)
+    cpu = min(mine)
+    async with ProcessEncoderPool(GE2E, workers=1, cpus=(cpu,)) as pool:
+        (pid,) = pool.worker_pids()
+        assert os.sched_getaffinity(pid) == {cpu}
+    assert os.sched_getaffinity(0) == mine          # the pool pins its workers, never its parent
+    with pytest.raises(ValueError, match="voice.cpus"):
+        ProcessEncoderPool(GE2E, workers=1, cpus=(4096,))
