@@ -36,6 +36,16 @@ sys.path.insert(0, str(REPO / "bench"))
 from sip_load import GREETING, SCENARIOS, free_port, machine, parse_sipp_counts  # noqa: E402
 
 
+def _second_half_slope(samples: list[dict]) -> float | None:
+    if len(samples) < 6:
+        return None
+    t = np.array([x["t"] for x in samples], float)
+    half = t >= t[0] + (t[-1] - t[0]) / 2
+    if half.sum() < 3:
+        return None
+    return round(float(np.polyfit(t[half] / 3600, np.array([x["rss_mb"] for x in samples])[half], 1)[0]), 2)
+
+
 # ------------------------------------------------------------------ child: the server
 
 def _rss_mb() -> float:
@@ -207,6 +217,8 @@ async def run(args) -> dict:
         "warmup_s": args.warmup, "sipp": results_sipp,
         "failures": results_sipp["rate"]["failed"] + results_sipp["media"]["failed"],
         "rss_slope_mb_per_hour": None if slope is None else round(slope, 2),
+        # the heap and caches fill during the first minutes; a leak shows as a slope in the second half too
+        "rss_slope_second_half_mb_per_hour": _second_half_slope(samples),
         "rss_first_mb": samples[0]["rss_mb"] if samples else None,
         "rss_last_mb": samples[-1]["rss_mb"] if samples else None,
         "rss_max_mb": max((s["rss_mb"] for s in samples), default=None),
