@@ -64,7 +64,32 @@ async def build_voice_service(tmp: Path, mode: str, store=None, cpus: tuple[int,
     if store is None:
         store = SqlVoiceprintStore(f"sqlite:///{tmp / 'voice.db'}", KeyRing.from_base64(generate_key()))
     policy = VerifierPolicy.from_calibration("resemblyzer", "ulaw", 3, max_failures_per_day=10**6)
-    return VoiceAuthService(pool, store, policy)
+    return VoiceAuthService(pool, store, policy, db_cpus=cpus if mode == "process" else None)
+
+
+class GcPauses:
+    """Cyclic GC collections of the server process (they hold the GIL, whichever thread triggers them)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.pauses: list[tuple[int, float]] = []
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._t0) * 1000))
+
+    def take(self) -> dict:
+        got, self.pauses = self.pauses, []
+        by_gen = {g: [ms for gg, ms in got if gg == g] for g in (0, 1, 2)}
+        return {f"gen{g}": {"n": len(v), "max_ms": round(max(v), 2) if v else 0.0} for g, v in by_gen.items()}
+
+
+GC = GcPauses()
 
 
 def _stats(s) -> dict:
@@ -75,8 +100,9 @@ def _stats(s) -> dict:
 
 async def quiet_window(media, seconds: float) -> dict:
     media.reset_send_stats()
+    GC.take()
     await asyncio.sleep(seconds)
-    return _stats(media.send_stats())
+    return {**_stats(media.send_stats()), "gc": GC.take()}
 
 
 async def verification_window(media, service, probes: list[np.ndarray], k: int, seconds: float) -> dict:
@@ -91,11 +117,12 @@ async def verification_window(media, service, probes: list[np.ndarray], k: int, 
         decisions[res.decision.value] = decisions.get(res.decision.value, 0) + 1
 
     bursts = 0
+    GC.take()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         await asyncio.gather(*(one(i) for i in range(k)))
         bursts += 1
-    stats = _stats(media.send_stats())
+    stats = {**_stats(media.send_stats()), "gc": GC.take()}
     lat = np.array(latencies) * 1000
     stats.update({"bursts": bursts, "verifications": len(latencies), "decisions": decisions,
                   "decision_latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
@@ -131,6 +158,10 @@ async def main_async(args) -> dict:
                    check=True)
     scenario = tmp / "uac_voice.xml"
     scenario.write_text((SCENARIOS / "uac_voice.xml").read_text().replace("VOICE_FILE", str(voice)))
+    if args.gc != "default":
+        from ivr.app import GC_THRESHOLDS, tune_gc
+
+        tune_gc(GC_THRESHOLDS if args.gc == "serve" else (700, 10, 10))
     sip, manager, media = await start_server(PromptApp(load_wav_8k(GREETING), loop=True), DtmfMode(args.dtmf_mode))
     phases = 2 + len(modes)
     hold = phases * args.window + 30 * len(modes) + args.calls / 50 + 10
@@ -145,7 +176,7 @@ async def main_async(args) -> dict:
                      "calls": args.calls, "verifications_per_burst": args.verifications, "window_s": args.window,
                      "dtmf_mode": args.dtmf_mode, "probe_seconds": 3.0, "workers": 1,
                      "switch_interval_s": sys.getswitchinterval(), "voice_cpus": list(cpus) if cpus else None,
-                     "server_cpus": sorted(os.sched_getaffinity(0))}
+                     "server_cpus": sorted(os.sched_getaffinity(0)), "gc": args.gc}
     phase: dict[str, dict] = {}
     try:
         sipp = asyncio.ensure_future(run_sipp(sipp_args, tmp, hold + 120))
@@ -184,6 +215,9 @@ def main() -> int:
     ap.add_argument("--dtmf-mode", default="rfc4733", choices=["auto", "rfc4733", "inband", "info"])
     ap.add_argument("--voice-cpus", default="", help="e.g. 1: the voice workers and SIPp on these CPUs, the server "
                                                      "on the others (server.yaml voice.cpus)")
+    ap.add_argument("--gc", default="serve", choices=["serve", "freeze", "default"],
+                    help="serve: GC tuned as contact-server serve does (freeze + thresholds); freeze: freeze only; "
+                         "default: Python's")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "voice_under_load.json"))
     args = ap.parse_args()
     try:

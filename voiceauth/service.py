@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +33,16 @@ log = logging.getLogger(__name__)
 __all__ = ["VoiceAuthService"]
 
 
+def _pin_thread(cpus: tuple[int, ...] | None) -> None:
+    """Linux schedules threads one by one: this store thread goes to the voice CPUs, the rest of the process
+    (event loop, RTP) stays where it is."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(threading.get_native_id(), cpus)
+        except OSError as exc:
+            log.warning("voice store thread not moved to CPUs %s: %s", cpus, exc)
+
+
 @dataclass
 class VoiceAuthService:
     pool: EmbeddingPool
@@ -40,6 +52,9 @@ class VoiceAuthService:
     verify_quality: QualityPolicy = QualityPolicy()
     actor: str = "ivr"
     db_threads: int = 1
+    db_cpus: tuple[int, ...] | None = None
+    """``voice.cpus``: the store threads run there too (SQL, commits, decryption), beside the embedding workers,
+    not on the server's CPUs."""
     _db: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     @property
@@ -51,7 +66,8 @@ class VoiceAuthService:
         the GIL for milliseconds). A few own threads, not the loop's default executor: 20 verifications in 20
         threads would queue the event loop behind each of them for the GIL, and RTP would be late."""
         if self._db is None:
-            self._db = ThreadPoolExecutor(self.db_threads, thread_name_prefix="voiceauth-db")
+            self._db = ThreadPoolExecutor(self.db_threads, thread_name_prefix="voiceauth-db",
+                                          initializer=_pin_thread, initargs=(self.db_cpus,))
         return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args, **kw))
 
     async def close(self) -> None:

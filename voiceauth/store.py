@@ -305,7 +305,8 @@ class SqlVoiceprintStore:
             q = select(VerificationAttemptRow).where(VerificationAttemptRow.customer_id == customer_id)
             if model is not None:
                 q = q.where(VerificationAttemptRow.model == model)
-            rows = s.scalars(q.order_by(VerificationAttemptRow.id.desc()).limit(limit))
+            rows = s.scalars(q.order_by(VerificationAttemptRow.at.desc(), VerificationAttemptRow.id.desc())
+                             .limit(limit))
             return [self._attempt(r) for r in rows]
 
     def count_decisions_since(self, customer_id: str, decisions: Sequence[str], since: float) -> int:

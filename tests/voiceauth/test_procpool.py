@@ -205,3 +205,23 @@ async def test_workers_run_on_the_configured_cpus_only():
     assert os.sched_getaffinity(0) == mine          # the pool pins its workers, never its parent
     with pytest.raises(ValueError, match="voice.cpus"):
         ProcessEncoderPool(GE2E, workers=1, cpus=(4096,))
+
+
+async def test_store_thread_of_the_service_runs_on_the_voice_cpus(tmp_path):
+    import threading
+
+    from voiceauth.crypto import KeyRing, generate_key
+    from voiceauth.service import VoiceAuthService
+    from voiceauth.store import SqlVoiceprintStore
+    from voiceauth.verification import VerifierPolicy
+
+    cpu = min(os.sched_getaffinity(0))
+    store = SqlVoiceprintStore(f"sqlite:///{tmp_path / 'v.db'}", KeyRing.from_base64(generate_key()))
+    svc = VoiceAuthService(ProcessEncoderPool(GE2E, workers=1), store,
+                           VerifierPolicy.from_calibration("resemblyzer", "ulaw", 3), db_cpus=(cpu,))
+    try:
+        where = await svc._io(lambda: os.sched_getaffinity(threading.get_native_id()))
+        assert where == {cpu}
+        assert await svc._io(store.get_voiceprint, "nobody", "resemblyzer") is None
+    finally:
+        await svc.close()
