@@ -51,7 +51,8 @@ from ivr.media.dtmf import DtmfMode  # noqa: E402
 VOICES = REPO / "audio_fixtures" / "voices"
 
 
-async def build_voice_service(tmp: Path, mode: str, store=None, cpus: tuple[int, ...] | None = None):
+async def build_voice_service(tmp: Path, mode: str, store=None, cpus: tuple[int, ...] | None = None,
+                              decisions: str = "process"):
     from voiceauth.crypto import KeyRing, generate_key
     from voiceauth.pool import create_pool
     from voiceauth.service import VoiceAuthService
@@ -61,10 +62,17 @@ async def build_voice_service(tmp: Path, mode: str, store=None, cpus: tuple[int,
     extra = {"cpus": cpus} if cpus and mode == "process" else {}
     pool = create_pool("resemblyzer", mode=mode, workers=1, max_queue=64, **extra)
     await pool.start()
+    url = f"sqlite:///{tmp / 'voice.db'}"
     if store is None:
-        store = SqlVoiceprintStore(f"sqlite:///{tmp / 'voice.db'}", KeyRing.from_base64(generate_key()))
+        store = SqlVoiceprintStore(url, KeyRing.from_base64(generate_key()))
     policy = VerifierPolicy.from_calibration("resemblyzer", "ulaw", 3, max_failures_per_day=10**6)
-    return VoiceAuthService(pool, store, policy, db_cpus=cpus if mode == "process" else None)
+    decider = None
+    if mode == "process" and decisions == "process":      # as contact-server serve does
+        from voiceauth.decider import ProcessDecider
+
+        decider = ProcessDecider(url, store.keyring, pool.model_name, policy, cpus=cpus)
+        await decider.start()
+    return VoiceAuthService(pool, store, policy, db_cpus=cpus if mode == "process" else None, decider=decider)
 
 
 class GcPauses:
@@ -105,16 +113,25 @@ async def quiet_window(media, seconds: float) -> dict:
     return {**_stats(media.send_stats()), "gc": GC.take()}
 
 
-async def verification_window(media, service, probes: list[np.ndarray], k: int, seconds: float) -> dict:
+async def verification_window(media, service, probes: list[np.ndarray], k: int, seconds: float,
+                              embed_only: bool = False) -> dict:
     media.reset_send_stats()
     latencies: list[float] = []
     decisions: dict[str, int] = {}
 
     async def one(i: int) -> None:
         t0 = time.monotonic()
-        res = await service.verify("c1", probes[i % len(probes)], 8000, call_id=f"bench-{i}-{t0}", now=time.time())
+        if embed_only:
+            from voiceauth.analysis import EmbedWhen
+
+            await service.pool.analyse(probes[i % len(probes)], 8000, service.verify_quality, EmbedWhen.ENOUGH_SPEECH)
+            value = "embedded"
+        else:
+            res = await service.verify("c1", probes[i % len(probes)], 8000, call_id=f"bench-{i}-{t0}",
+                                       now=time.time())
+            value = res.decision.value
         latencies.append(time.monotonic() - t0)
-        decisions[res.decision.value] = decisions.get(res.decision.value, 0) + 1
+        decisions[value] = decisions.get(value, 0) + 1
 
     bursts = 0
     GC.take()
@@ -139,7 +156,7 @@ async def main_async(args) -> dict:
     cpus = tuple(int(c) for c in args.voice_cpus.split(",")) if args.voice_cpus else None
     for mode in modes:
         services[mode] = await build_voice_service(tmp, mode, next(iter(services.values())).store if services else None,
-                                                   cpus)
+                                                   cpus, args.decisions)
     if cpus:
         from ivr.app import _leave_cpus_to_voice
 
@@ -176,7 +193,8 @@ async def main_async(args) -> dict:
                      "calls": args.calls, "verifications_per_burst": args.verifications, "window_s": args.window,
                      "dtmf_mode": args.dtmf_mode, "probe_seconds": 3.0, "workers": 1,
                      "switch_interval_s": sys.getswitchinterval(), "voice_cpus": list(cpus) if cpus else None,
-                     "server_cpus": sorted(os.sched_getaffinity(0)), "gc": args.gc}
+                     "server_cpus": sorted(os.sched_getaffinity(0)), "gc": args.gc,
+                     "embed_only": args.embed_only, "decisions": args.decisions}
     phase: dict[str, dict] = {}
     try:
         sipp = asyncio.ensure_future(run_sipp(sipp_args, tmp, hold + 120))
@@ -184,7 +202,8 @@ async def main_async(args) -> dict:
         results["sessions_up"] = len(media.sessions)
         phase["quiet"] = await quiet_window(media, args.window)
         for i, mode in enumerate(modes):
-            phase[mode] = await verification_window(media, services[mode], probes, args.verifications, args.window)
+            phase[mode] = await verification_window(media, services[mode], probes, args.verifications, args.window,
+                                                    args.embed_only)
             phase[mode]["sessions"] = len(media.sessions)
             if i == 0:
                 await asyncio.sleep(2)  # let the last burst's store writes settle
@@ -195,7 +214,7 @@ async def main_async(args) -> dict:
         await sip.stop()
         await media.close()
         for svc in services.values():
-            await svc.pool.close()
+            await svc.close()
     from sip_load import parse_sipp_counts
 
     ok, failed = parse_sipp_counts(out)
@@ -218,6 +237,10 @@ def main() -> int:
     ap.add_argument("--gc", default="serve", choices=["serve", "freeze", "default"],
                     help="serve: GC tuned as contact-server serve does (freeze + thresholds); freeze: freeze only; "
                          "default: Python's")
+    ap.add_argument("--decisions", default="process", choices=["process", "thread"],
+                    help="where verification decisions run with the process pool (server.yaml voice.decisions)")
+    ap.add_argument("--embed-only", action="store_true",
+                    help="embeddings without the store and the decision (shows what the decision work costs)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "voice_under_load.json"))
     args = ap.parse_args()
     try:

@@ -115,7 +115,7 @@ class Server:
             await self.web_runner.cleanup()
         voice = self.extras.get("voice")
         if voice is not None:
-            await voice.pool.close()
+            await voice.close()
         # call-ended records are written by tasks the manager started: let them land before closing the DB
         await asyncio.sleep(0.2)
         stack = self.extras.get("crm_stack")
@@ -355,6 +355,7 @@ async def _build_voice(cfg: ServerConfig, url: str):
     fallback branch instead of the server refusing every call."""
     pool = None
     try:
+        from voiceauth.decider import ProcessDecider, can_run_apart
         from voiceauth.pool import create_pool
         from voiceauth.service import VoiceAuthService
         from voiceauth.store import SqlVoiceprintStore
@@ -373,7 +374,11 @@ async def _build_voice(cfg: ServerConfig, url: str):
         policy = VerifierPolicy.from_calibration(v.model, v.calibration_codec, v.calibration_seconds,
                                                  max_failures_per_day=v.max_failures_per_day,
                                                  refresh_weight=v.refresh_weight, refresh_margin=v.refresh_margin)
-        return VoiceAuthService(pool, store, policy, db_cpus=extra.get("cpus"))
+        decider = None
+        if v.decisions == "process" and v.pool == "process" and can_run_apart(url):
+            decider = ProcessDecider(url, keyring, pool.model_name, policy, cpus=extra.get("cpus"))
+            await decider.start()
+        return VoiceAuthService(pool, store, policy, db_cpus=extra.get("cpus"), decider=decider)
     except Exception as exc:
         if pool is not None:
             await pool.close()

@@ -125,6 +125,10 @@ class VoiceConfig(_Strict):
     max_batch: int = Field(8, ge=1, le=64, description="waiting requests a free worker embeds in one pass")
     required: bool = Field(True, description="refuse to start when the model cannot be loaded; false starts "
                                              "without voice verification (callers take the fallback branch)")
+    decisions: Literal["process", "thread"] = Field(
+        "process", description="where verification decisions run (store reads, decryption, replay/watchlist "
+                               "scans, the attempt's record): a process of their own (with pool: process and a "
+                               "database that is not in memory), or a thread of the server")
     cpus: list[int] | None = Field(None, description="CPUs reserved for the voice worker processes (pool: process); "
                                                       "the server runs on the others, so verifications never "
                                                       "take CPU time from RTP. Default: the scheduler decides")

@@ -51,8 +51,10 @@ class KeyRing:
         if not keys:
             raise KeyringError("empty key ring: set VOICEAUTH_KEY or VOICEAUTH_KEY_FILE")
         self._keys: dict[str, AESGCM] = {}
+        self._raw: dict[str, bytes] = {}
         for k in keys:
             self._keys.setdefault(key_id(k), AESGCM(k))
+            self._raw.setdefault(key_id(k), bytes(k))
         self.primary_id = key_id(keys[0])
 
     @classmethod
@@ -89,8 +91,14 @@ class KeyRing:
         """Keys of both rings, ``other``'s primary first: the ring to use during a rotation."""
         ring = KeyRing.__new__(KeyRing)
         ring._keys = {other.primary_id: other._keys[other.primary_id], **self._keys, **other._keys}
+        ring._raw = {other.primary_id: other._raw[other.primary_id], **self._raw, **other._raw}
         ring.primary_id = other.primary_id
         return ring
+
+    def material(self) -> tuple[bytes, ...]:
+        """The keys, primary first, for a process of this server that opens the same store
+        (``voiceauth.decider``); never written anywhere."""
+        return (self._raw[self.primary_id], *(k for kid, k in self._raw.items() if kid != self.primary_id))
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
         nonce = os.urandom(_NONCE)

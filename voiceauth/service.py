@@ -16,6 +16,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,9 @@ class VoiceAuthService:
     db_cpus: tuple[int, ...] | None = None
     """``voice.cpus``: the store threads run there too (SQL, commits, decryption), beside the embedding workers,
     not on the server's CPUs."""
+    decider: Any | None = None
+    """``voiceauth.decider.ProcessDecider``: decisions in a process of their own (the server's default with a
+    database file); None: on the store thread."""
     _db: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     @property
@@ -70,17 +74,28 @@ class VoiceAuthService:
                                           initializer=_pin_thread, initargs=(self.db_cpus,))
         return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args, **kw))
 
+    async def _decision(self, method: str, *args, **kw):
+        if self.decider is not None:
+            try:
+                return await self.decider.call(method, *args, **kw)
+            except VoiceAuthError as exc:
+                customer_id, call_id = args[0], args[1]
+                return VerificationResult(Decision.ERROR, customer_id, call_id, self.pool.model_name,
+                                          threshold=self.policy.threshold, detail=str(exc))
+        return await self._io(getattr(self.verifier, method), *args, **kw)
+
     async def close(self) -> None:
         """Stop the pool's workers and the store threads."""
         await self.pool.close()
+        if self.decider is not None:
+            await self.decider.close()
         if self._db is not None:
             self._db.shutdown(wait=False)
 
     # -- verification ---------------------------------------------------------------------
     async def verify(self, customer_id: str, audio: np.ndarray, rate: int, *, call_id: str,
                      now: float) -> VerificationResult:
-        verifier = self.verifier
-        pre = await self._io(verifier.precheck, customer_id, call_id, now)
+        pre = await self._decision("precheck", customer_id, call_id, now)
         if pre is not None:
             return pre
         try:
@@ -94,8 +109,8 @@ class VoiceAuthService:
                                       threshold=self.policy.threshold, detail=str(exc))
         report = analysis.report
         if analysis.embedding is None:
-            return await self._io(verifier.not_enough_speech, customer_id, call_id, report, now)
-        return await self._io(verifier.decide, customer_id, call_id, analysis.embedding, self.pool.model_name,
+            return await self._decision("not_enough_speech", customer_id, call_id, report, now)
+        return await self._decision("decide", customer_id, call_id, analysis.embedding, self.pool.model_name,
                               now=now, audio_hash=analysis.fingerprint, report=report)
 
     # -- enrollment -----------------------------------------------------------------------

@@ -27,8 +27,18 @@ async def test_voice_section_builds_the_configured_pool(tmp_path, mode, kind):
     svc = await _build_voice(_cfg(tmp_path, pool=mode, max_queue=4), f"sqlite:///{tmp_path / 'v.db'}")
     try:
         assert isinstance(svc.pool, kind) and svc.pool.model_name == "resemblyzer"
+        # decisions in their own process with worker processes and a database file
+        assert (svc.decider is not None) == (mode == "process")
     finally:
-        await svc.pool.close()
+        await svc.close()
+
+
+async def test_in_memory_database_keeps_decisions_in_the_server(tmp_path):
+    svc = await _build_voice(_cfg(tmp_path, pool="process"), "sqlite://")
+    try:
+        assert svc.decider is None
+    finally:
+        await svc.close()
 
 
 async def test_model_that_cannot_load_stops_the_start_up_with_its_reason(tmp_path):
