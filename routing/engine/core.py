@@ -8,6 +8,9 @@ state machine only lets AVAILABLE agents be offered, so no agent is ever offered
 Priority with aging: effective = base + waited * aging_per_second. Within a queue the aging rate is constant,
 so ``score = base - arrived_at * aging`` orders calls once and for all; a call can be overtaken only by calls
 that arrived less than (their base - its base) / aging seconds after it, which bounds every wait.
+
+The engine is split by concern: ``matching`` (pools, buckets, offers), ``transfers``, ``deadlines`` (timers);
+this module holds the public calls, agent states and queries.
 """
 
 from __future__ import annotations
@@ -19,19 +22,21 @@ from itertools import count
 from typing import Any, Iterable, Mapping
 
 from routing.calls import CallEntry, CallState, consult_id
-from routing.config import MaxWaitAction, RoutingConfig
-from routing.errors import (AgentUnavailable, BadRequest, DuplicateCall, IllegalTransition, OfferNotPending,
-                            UnknownAgent, UnknownCall, UnknownQueue)
-from routing.events import (Announce, AnnouncementKind, CallAbandoned, CallAnswered,
-                            CallbackScheduled, CallEnded, CallEndedBy, CallLeftQueue, CallQueued, CallRequeued,
-                            CallTransferred, CancelOffer, ConsultEnded, Offer, OfferFailure, Overflow, OverflowKind,
-                            PlaceCallback, RoutingEvent, RoutingStepApplied)
+from routing.config import RoutingConfig
+from routing.errors import BadRequest, DuplicateCall, IllegalTransition, UnknownAgent, UnknownCall, UnknownQueue
+from routing.events import (Announce, AnnouncementKind, CallAbandoned, CallAnswered, CallbackScheduled, CallEnded,
+                            CallEndedBy, CallLeftQueue, CallQueued, CancelOffer,
+                            OfferFailure, RoutingEvent, RoutingStepApplied)
 from routing.ewt import QueueStats, erlang_c_asa, position_ewt
 from routing.index import AgentPool, SkillIndex, SortedIndex
 from routing.model import STAFFED, Agent, AgentProfile, AgentState, Phone, Requirement, check_levels
 from routing.store import InMemoryRoutingStore, RoutingStateStore
 from routing.strategies import StrategyRegistry, default_registry
-from routing.timers import Timer, TimerKind, TimerQueue
+from routing.timers import TimerKind, TimerQueue
+
+from .deadlines import DeadlineMixin
+from .matching import MatchingMixin, _Bucket
+from .transfers import TransferMixin
 
 log = logging.getLogger(__name__)
 S = AgentState
@@ -59,23 +64,13 @@ class QueueSnapshot:
     ewt_seconds: float
 
 
-class _Bucket:
-    """Waiting calls of one queue sharing one requirement, best first."""
-
-    __slots__ = ("queue", "requirement", "aging", "index")
-
-    def __init__(self, queue: str, requirement: Requirement, aging: float) -> None:
-        self.queue, self.requirement, self.aging = queue, requirement, aging
-        self.index = SortedIndex()
-
-
 def _frozen_skills(skills: Mapping[str, int] | None, who: str) -> tuple[tuple[str, int], ...] | None:
     if skills is None:
         return None
     return tuple(sorted(check_levels(skills, who).items()))
 
 
-class RoutingEngine:
+class RoutingEngine(MatchingMixin, TransferMixin, DeadlineMixin):
     def __init__(self, config: RoutingConfig, strategy_registry: StrategyRegistry | None = None,
                  store: RoutingStateStore | None = None, *, load_roster: bool = True) -> None:
         self.config = config
@@ -106,7 +101,6 @@ class RoutingEngine:
                 phone = Phone(extension=a.phone.extension, uri=a.phone.uri)
                 self.add_agent(AgentProfile(a.id, a.name, phone, dict(a.skills)))
 
-    # ---------------------------------------------------------------------------------------------- roster
     def add_agent(self, profile: AgentProfile) -> None:
         """Add an agent (logged out) to the roster, e.g. from the CRM."""
         if self.store.get_agent(profile.id) is not None:
@@ -143,7 +137,6 @@ class RoutingEngine:
     def agents(self) -> Iterable[Agent]:
         return self.store.agents()
 
-    # ------------------------------------------------------------------------------------------ agent state
     def agent_login(self, agent_id: str, *, now: float, available: bool = True,
                     pause_reason: str = "login") -> Actions:
         agent = self._agent(agent_id)
@@ -210,7 +203,6 @@ class RoutingEngine:
                 self._match_call(call, now, acts)
         return acts
 
-    # ------------------------------------------------------------------------------------------------ calls
     def enqueue(self, call_id: str, queue: str, *, now: float, priority: float | None = None,
                 customer_segment: str | None = None, required_skills: Mapping[str, int] | None = None,
                 extra_skills: Mapping[str, int] | None = None, context: Mapping[str, Any] | None = None,
@@ -326,160 +318,6 @@ class RoutingEngine:
         self._abandon(call, now, "callback_cancelled", acts)
         return acts
 
-    def transfer(self, call_id: str, *, now: float, to_queue: str | None = None, to_agent: str | None = None,
-                 context: Mapping[str, Any] | None = None, priority: float | None = None,
-                 note: str | None = None) -> Actions:
-        """Blind transfer to a queue or a named agent; the context (customer, verification, IVR path, notes)
-        goes along with a 'transfers' trail (``note`` is kept in its entry). A connected call frees its agent
-        into wrap-up; a call still in line keeps its place."""
-        if (to_queue is None) == (to_agent is None):
-            raise BadRequest("transfer needs exactly one of to_queue or to_agent")
-        call = self._call(call_id)
-        if call.consult_of is not None:
-            raise BadRequest(f"{call_id!r} is a consultation: complete or cancel it instead")
-        if self.store.get_call(consult_id(call_id)) is not None:
-            raise BadRequest(f"call {call_id!r} has a consultation in progress: complete or cancel it first")
-        if to_queue is not None:
-            self._queue_cfg(to_queue)
-        target = None
-        if to_agent is not None:
-            target = self._agent(to_agent)
-            if target.state is S.OFFLINE:
-                raise AgentUnavailable(to_agent, "logged out")
-            if to_agent == call.agent_id:
-                raise BadRequest(f"call {call_id!r} is already with agent {to_agent!r}")
-        if call.state is CallState.OFFERED:
-            raise BadRequest(f"call {call_id!r} is ringing agent {call.agent_id!r}: wait for the answer or failure")
-        acts: Actions = []
-        from_agent = call.agent_id
-        from_queue = call.queue
-        if priority is not None:
-            call.explicit_priority = priority
-        if context:
-            call.context.update(context)
-        call.context.setdefault("transfers", []).append(
-            {"at": now, "from_queue": from_queue, "from_agent": from_agent, "to_queue": to_queue,
-             "to_agent": to_agent, "note": note, "warm": False})
-        if call.state is CallState.CONNECTED:
-            self._end_connected(call, now, CallEndedBy.TRANSFER.value, acts, keep_call=True)
-            call.arrived_at = now
-            call.seq = next(self._call_seq)
-        else:
-            self._remove_waiting(call)
-        acts.append(CallTransferred(now, call_id, from_queue, from_agent, to_queue, to_agent))
-        call.state = CallState.WAITING
-        call.agent_id = None
-        if to_queue is not None:
-            call.queue = to_queue
-            call.target_agent = None
-            self._set_priority(call)
-            self._enter_queue(call, now, acts, announce=False)
-        else:
-            call.target_agent = to_agent
-            self._set_priority(call)
-            call.epoch += 1
-            call.queue_entered_at = now
-            self.store.save_call(call)
-            self._add_waiting(call)
-            self._match_call(call, now, acts)
-        return acts
-
-    # ------------------------------------------------------------------------------------ warm transfer
-    def consult(self, call_id: str, *, now: float, to_queue: str | None = None, to_agent: str | None = None,
-                note: str | None = None) -> Actions:
-        """Warm transfer, first step: ring a second agent (``to_agent``, or the best free agent of
-        ``to_queue``) to talk with the agent of the connected ``call_id`` while the caller holds.
-
-        The consultation is a call entry of its own (``consult_id(call_id)``) so that the consulted agent is
-        reserved and then on call like for any offer (never offered two calls). It rings only an agent who is
-        free now (AgentUnavailable otherwise), has no wait timers, never counts in queue statistics, and is
-        dropped (ConsultEnded), not requeued, when that agent does not answer."""
-        if (to_queue is None) == (to_agent is None):
-            raise BadRequest("a consultation needs exactly one of to_queue or to_agent")
-        call = self._call(call_id)
-        if call.consult_of is not None or call.state is not CallState.CONNECTED:
-            raise BadRequest(f"call {call_id!r} is not connected to an agent: only a call in conversation "
-                             "can be consulted on")
-        cid = consult_id(call_id)
-        if self.store.get_call(cid) is not None:
-            raise BadRequest(f"call {call_id!r} already has a consultation: complete or cancel it first")
-        if to_queue is not None:
-            self._queue_cfg(to_queue)
-        if to_agent is not None:
-            target = self._agent(to_agent)
-            if to_agent == call.agent_id:
-                raise BadRequest(f"agent {to_agent!r} cannot consult themselves")
-            if target.state is not S.AVAILABLE:
-                raise AgentUnavailable(to_agent, target.state.value)
-        ctx = dict(call.context)
-        ctx["consult"] = {"at": now, "from_agent": call.agent_id, "from_queue": call.queue, "note": note}
-        entry = CallEntry(call_id=cid, queue=to_queue or call.queue, seq=next(self._call_seq), arrived_at=now,
-                          queue_entered_at=now, base_priority=0.0, score=0.0, segment=call.segment,
-                          critical=call.critical, explicit_priority=call.explicit_priority,
-                          required_skills=None if to_queue else call.required_skills,
-                          extra_skills=() if to_queue else call.extra_skills, context=ctx,
-                          target_agent=to_agent, consult_of=call_id)
-        self._set_priority(entry)
-        self.store.save_call(entry)
-        self._add_waiting(entry)
-        acts: Actions = []
-        self._match_call(entry, now, acts)
-        if entry.state is not CallState.OFFERED:
-            self._forget(entry)
-            raise AgentUnavailable(to_agent or f"queue {to_queue}", "nobody free to consult now")
-        return acts
-
-    def consult_complete(self, call_id: str, *, now: float) -> Actions:
-        """Warm transfer, last step: the consulted agent takes the caller; the first agent goes to wrap-up."""
-        call = self._call(call_id)
-        cons = self.store.get_call(consult_id(call_id))
-        if cons is None:
-            raise BadRequest(f"call {call_id!r} has no consultation to complete")
-        if cons.state is not CallState.CONNECTED or cons.agent_id is None:
-            raise BadRequest(f"the consulted agent has not answered yet (consultation {cons.state.value})")
-        if call.state is not CallState.CONNECTED:
-            raise BadRequest(f"call {call_id!r} is {call.state.value}, not in conversation")
-        b = self._agent(cons.agent_id)
-        acts: Actions = []
-        from_agent, from_queue = call.agent_id, call.queue
-        to_queue = None if cons.target_agent else cons.queue
-        call.context.setdefault("transfers", []).append(
-            {"at": now, "from_queue": from_queue, "from_agent": from_agent, "to_queue": to_queue,
-             "to_agent": b.id, "note": (cons.context.get("consult") or {}).get("note"), "warm": True})
-        self._end_connected(call, now, CallEndedBy.TRANSFER.value, acts, keep_call=True)
-        self._forget(cons)
-        acts.append(CallTransferred(now, call_id, from_queue, from_agent, to_queue, b.id))
-        call.queue = cons.queue
-        call.state = CallState.CONNECTED
-        call.agent_id = b.id
-        call.answered_at = now
-        b.call_id = call_id
-        self.store.save_agent(b)
-        self.store.save_call(call)
-        return acts
-
-    def consult_cancel(self, call_id: str, *, now: float, reason: str = "cancelled") -> Actions:
-        """End the consultation of ``call_id`` (the consulting agent goes back to the caller): a ringing
-        consulted agent is cancelled and available again, a talking one is available again (no wrap-up: there
-        was no customer on that leg). No consultation: nothing happens."""
-        acts: Actions = []
-        self._drop_consult(call_id, now, reason, acts)
-        return acts
-
-    def _drop_consult(self, call_id: str, now: float, reason: str, acts: Actions) -> None:
-        cons = self.store.get_call(consult_id(call_id))
-        if cons is None:
-            return
-        agent = self._agent(cons.agent_id) if cons.agent_id else None
-        state = cons.state
-        self._forget(cons)
-        if agent is not None and agent.call_id == cons.call_id:
-            if state is CallState.OFFERED:
-                acts.append(CancelOffer(now, cons.call_id, agent.id, reason))
-            if agent.state in (S.RESERVED, S.ON_CALL):
-                self._set_available(agent, now, acts, reason=f"consult_{reason}")
-        acts.append(ConsultEnded(now, call_id, cons.call_id, cons.agent_id, reason))
-
     def request_callback(self, call_id: str, number: str, *, now: float) -> Actions:
         """The caller leaves a number and hangs up; they keep their place and are called back when reached."""
         call = self._call(call_id)
@@ -560,7 +398,6 @@ class RoutingEngine:
                 self._abandon(call, now, "dialog_gone", acts)
         return acts
 
-    # ------------------------------------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
         """When handle_timer should next be called (None: nothing scheduled)."""
         return self._timers.next_deadline()
@@ -571,7 +408,6 @@ class RoutingEngine:
             self._fire(t, now, acts)
         return acts
 
-    # ----------------------------------------------------------------------------------------------- queries
     def call(self, call_id: str) -> CallEntry:
         return self._call(call_id)
 
@@ -627,7 +463,6 @@ class RoutingEngine:
         self._queue_cfg(queue)
         return list(self._queue_index[queue])
 
-    # ======================================================================================== internals
     def _agent(self, agent_id: str) -> Agent:
         a = self.store.get_agent(agent_id)
         if a is None:
@@ -668,191 +503,6 @@ class RoutingEngine:
     def _available_for(self, queue: str) -> int:
         pool = self._pools.get((self._base_req[queue], self.config.strategy(queue)))
         return len(pool) if pool is not None else 0
-
-    # --- requirements -------------------------------------------------------------------------------------
-    def _requirement(self, queue: str, step: int, required: tuple | None, extra: tuple) -> Requirement:
-        key = (queue, step, required, extra)
-        req = self._req_cache.get(key)
-        if req is not None:
-            return req
-        qc = self.config.queues[queue]
-        extra_d = dict(extra)
-
-        def with_extra(skills: Mapping[str, int]) -> dict[str, int]:
-            out = dict(skills)
-            for s, lvl in extra_d.items():
-                out[s] = max(out.get(s, 0), lvl)
-            return out
-
-        alts = [with_extra(dict(required) if required is not None else qc.skills)]
-        relax, dropped = 0, set()
-        for st in qc.steps[:step]:
-            relax += st.relax_levels
-            dropped.update(st.drop_skills)
-            if st.add_skills:
-                alts.append(with_extra(st.add_skills))
-            for other in st.add_queues:
-                alts.append(with_extra(self.config.queues[other].skills))
-        final = [{s: max(1, lvl - relax) for s, lvl in alt.items() if s not in dropped} for alt in alts]
-        req = self._req_cache[key] = Requirement.of(*final)
-        return req
-
-    def _set_priority(self, call: CallEntry) -> None:
-        d = self.config.defaults
-        base = call.explicit_priority if call.explicit_priority is not None else self.config.queues[call.queue].priority
-        if call.segment:
-            base += d.segment_boost.get(call.segment, 0.0)
-        if call.critical:
-            base += d.critical_flag_boost
-        call.base_priority = base
-        call.score = base - call.arrived_at * self.config.aging(call.queue)
-
-    # --- pools --------------------------------------------------------------------------------------------
-    def _pool(self, req: Requirement, strategy: str, now: float) -> AgentPool:
-        pool = self._pools.get((req, strategy))
-        if pool is None:
-            pool = self._pools[(req, strategy)] = AgentPool(req, self.strategies.get(strategy))
-            self._pools_gen += 1
-            for aid in self._skills.candidates(req):
-                a = self.store.get_agent(aid)
-                if a is not None and a.state is S.AVAILABLE and req.accepts(a.skills):
-                    pool.add(a, a.idle_since)
-        return pool
-
-    def _eligible_pools(self, agent: Agent) -> list[AgentPool]:
-        if agent.pools_gen != self._pools_gen:
-            agent.pools = [p for p in self._pools.values() if p.requirement.accepts(agent.skills)]
-            agent.pools_gen = self._pools_gen
-        return agent.pools
-
-    def _leave_pools(self, agent: Agent) -> None:
-        for p in self._eligible_pools(agent):
-            p.discard(agent.id)
-
-    def _set_available(self, agent: Agent, now: float, acts: Actions, reason: str | None = None) -> None:
-        if agent.state is S.AVAILABLE:
-            return
-        self._transition(agent, S.AVAILABLE, now, acts, reason=reason)
-        self._place_available(agent, now, acts)
-
-    def _place_available(self, agent: Agent, now: float, acts: Actions) -> None:
-        """Give a just-available agent the best call they qualify for, else put them in their pools."""
-        call = self._best_call_for(agent, now)
-        if call is not None:
-            self._offer(call, agent, now, acts)
-            return
-        for p in self._eligible_pools(agent):
-            p.add(agent, now)
-
-    def _best_call_for(self, agent: Agent, now: float) -> CallEntry | None:
-        personal = self._personal.get(agent.id)
-        if personal:
-            return self._call(personal.first())
-        best_id, best_eff = None, -math.inf
-        best_seq = 0
-        skills = agent.skills
-        for req, buckets in self._by_req.items():
-            if not any(b.index for b in buckets) or not req.accepts(skills):
-                continue
-            for b in buckets:
-                key = b.index.first_key()
-                if key is None:
-                    continue
-                eff = -key[0] + now * b.aging
-                if eff > best_eff or (eff == best_eff and key[1] < best_seq):
-                    best_id, best_eff, best_seq = b.index.first(), eff, key[1]
-        return self._call(best_id) if best_id is not None else None
-
-    # --- waiting calls ------------------------------------------------------------------------------------
-    def _add_waiting(self, call: CallEntry) -> None:
-        key = call.sort_key()
-        self._queue_index[call.queue].add(call.call_id, key)
-        if call.target_agent is not None:
-            self._personal.setdefault(call.target_agent, SortedIndex()).add(call.call_id, key)
-            return
-        call.requirement = self._requirement(call.queue, call.step, call.required_skills, call.extra_skills)
-        bkey = (call.queue, call.requirement)
-        bucket = self._buckets.get(bkey)
-        if bucket is None:
-            bucket = self._buckets[bkey] = _Bucket(call.queue, call.requirement, self.config.aging(call.queue))
-            self._by_req.setdefault(call.requirement, []).append(bucket)
-        bucket.index.add(call.call_id, key)
-
-    def _remove_waiting(self, call: CallEntry) -> None:
-        self._queue_index[call.queue].discard(call.call_id)
-        if call.target_agent is not None:
-            personal = self._personal.get(call.target_agent)
-            if personal is not None:
-                personal.discard(call.call_id)
-            return
-        bucket = self._buckets.get((call.queue, call.requirement))
-        if bucket is not None:
-            bucket.index.discard(call.call_id)
-
-    def _match_call(self, call: CallEntry, now: float, acts: Actions) -> None:
-        if call.state is not CallState.WAITING or call.callback_not_before > now:
-            return
-        if call.target_agent is not None:
-            agent = self._agent(call.target_agent)
-            if agent.state is S.AVAILABLE:
-                self._leave_pools(agent)
-                self._offer(call, agent, now, acts)
-            return
-        pool = self._pool(call.requirement, self.config.strategy(call.queue), now)
-        agent_id = pool.first()
-        if agent_id is not None:
-            agent = self._agent(agent_id)
-            self._leave_pools(agent)
-            self._offer(call, agent, now, acts)
-
-    def _offer(self, call: CallEntry, agent: Agent, now: float, acts: Actions) -> None:
-        """Reserve ``agent`` for ``call``; the agent must already be out of its pools."""
-        self._remove_waiting(call)
-        call.state = CallState.OFFERED
-        call.agent_id = agent.id
-        call.offer_epoch += 1
-        agent.last_offer_seq = next(self._offer_seq)
-        self._transition(agent, S.RESERVED, now, acts, call_id=call.call_id)
-        self.store.save_call(call)
-        ring = self.config.ring_timeout(call.queue)
-        self._timers.schedule(now + ring, TimerKind.RING_TIMEOUT, call.call_id, (call.offer_epoch,))
-        phone = agent.profile.phone.target
-        if call.is_callback:
-            acts.append(PlaceCallback(now, call.call_id, call.callback_number, agent.id, phone, ring, call.queue,
-                                      dict(call.context)))
-        else:
-            acts.append(Offer(now, call.call_id, agent.id, phone, ring, call.queue, dict(call.context)))
-
-    def _pending_offer(self, call_id: str, agent_id: str) -> tuple[CallEntry, Agent]:
-        call = self.store.get_call(call_id)
-        if call is None:
-            raise OfferNotPending(call_id, agent_id, "the call is gone")
-        if call.state is not CallState.OFFERED or call.agent_id != agent_id:
-            raise OfferNotPending(call_id, agent_id, f"the call is {call.state.value}"
-                                  + (f" with agent {call.agent_id!r}" if call.agent_id else ""))
-        return call, self._agent(agent_id)
-
-    def _fail_offer(self, call: CallEntry, agent: Agent, reason: str, now: float, acts: Actions) -> None:
-        if call.consult_of is not None:
-            agent.pending_pause = None
-            self._forget(call)
-            self._transition(agent, S.NOT_READY, now, acts, reason=reason)
-            acts.append(ConsultEnded(now, call.consult_of, call.call_id, agent.id, reason))
-            return
-        call.state = CallState.WAITING
-        call.agent_id = None
-        call.offer_epoch += 1
-        self.stats[call.queue].rona += 1
-        agent.pending_pause = None
-        self._transition(agent, S.NOT_READY, now, acts, reason=reason)
-        self._step_to_now(call, now, acts)
-        self._add_waiting(call)
-        self.store.save_call(call)
-        acts.append(CallRequeued(now, call.call_id, call.queue, agent.id, reason, self.position(call.call_id)))
-        mw = self.config.queues[call.queue].max_wait
-        if mw and not call.max_wait_done and not call.is_callback and now >= call.queue_entered_at + mw.seconds:
-            self._timers.schedule(now, TimerKind.MAX_WAIT, call.call_id, (call.epoch,))
-        self._match_call(call, now, acts)
 
     def _step_to_now(self, call: CallEntry, now: float, acts: Actions) -> None:
         """Apply steps whose time has come but whose timer has not been handled yet."""
@@ -951,89 +601,6 @@ class RoutingEngine:
         call.offer_epoch += 1
         self.store.delete_call(call.call_id)
 
-    # --- timers -------------------------------------------------------------------------------------------
-    def _timer_live(self, t: Timer) -> bool:
-        if t.kind is TimerKind.WRAP_UP_END:
-            a = self.store.get_agent(t.ref)
-            return a is not None and a.state is S.WRAP_UP and a.wrap_timer_version == t.version[0]
-        call = self.store.get_call(t.ref)
-        if call is None:
-            return False
-        if t.kind is TimerKind.RING_TIMEOUT:
-            return call.state is CallState.OFFERED and call.offer_epoch == t.version[0]
-        return call.epoch == t.version[0]
-
-    def _fire(self, t: Timer, now: float, acts: Actions) -> None:
-        kind = t.kind
-        if kind is TimerKind.WRAP_UP_END:
-            self._finish_wrap(self._agent(t.ref), now, acts)
-            return
-        call = self._call(t.ref)
-        if kind is TimerKind.RING_TIMEOUT:
-            agent = self._agent(call.agent_id)
-            acts.append(CancelOffer(now, call.call_id, agent.id, OfferFailure.RONA.value))
-            self._fail_offer(call, agent, OfferFailure.RONA.value, now, acts)
-        elif kind is TimerKind.ROUTING_STEP:
-            target = t.version[1] + 1
-            if call.step >= target:
-                return
-            call.step = target
-            acts.append(RoutingStepApplied(now, call.call_id, call.queue, target))
-            if call.state is CallState.WAITING and call.target_agent is None and call.callback_not_before <= now:
-                self._remove_waiting(call)
-                self._add_waiting(call)
-                self._match_call(call, now, acts)
-            self.store.save_call(call)
-        elif kind is TimerKind.MAX_WAIT:
-            self._max_wait(call, now, acts)
-        elif kind is TimerKind.CALLBACK_RETRY:
-            call.callback_not_before = 0.0
-            self._step_to_now(call, now, acts)
-            self._add_waiting(call)
-            self._match_call(call, now, acts)
-        else:
-            self._announce(call, kind, now, acts)
-
-    def _announce(self, call: CallEntry, kind: TimerKind, now: float, acts: Actions) -> None:
-        an = self.config.queues[call.queue].announcements
-        every = {TimerKind.ANNOUNCE_POSITION: an.position_every, TimerKind.ANNOUNCE_EWT: an.ewt_every,
-                 TimerKind.COMFORT: an.comfort_every}[kind]
-        self._timers.schedule(now + every, kind, call.call_id, (call.epoch,))
-        if call.state is not CallState.WAITING or call.is_callback:
-            return
-        pos = self.position(call.call_id)
-        ewt = self.estimated_wait(now=now, call_id=call.call_id)
-        if kind is TimerKind.ANNOUNCE_POSITION:
-            acts.append(Announce(now, call.call_id, AnnouncementKind.POSITION, pos, ewt))
-        elif kind is TimerKind.ANNOUNCE_EWT:
-            acts.append(Announce(now, call.call_id, AnnouncementKind.EWT, pos, ewt))
-        else:
-            acts.append(Announce(now, call.call_id, AnnouncementKind.COMFORT, pos, ewt, an.comfort_prompt))
-
-    def _max_wait(self, call: CallEntry, now: float, acts: Actions) -> None:
-        if call.state is not CallState.WAITING or call.is_callback or call.max_wait_done:
-            return        # ringing: re-checked if the offer fails
-        mw = self.config.queues[call.queue].max_wait
-        call.max_wait_done = True
-        from_q = call.queue
-        self.stats[from_q].overflowed += 1
-        if mw.action is MaxWaitAction.OVERFLOW:
-            self._remove_waiting(call)
-            call.queue = mw.target
-            call.target_agent = None
-            self._set_priority(call)
-            acts.append(Overflow(now, call.call_id, from_q, OverflowKind.QUEUE, mw.target, mw.prompt))
-            self._enter_queue(call, now, acts, announce=False)
-        elif mw.action is MaxWaitAction.CALLBACK:
-            self.store.save_call(call)
-            acts.append(Overflow(now, call.call_id, from_q, OverflowKind.CALLBACK, mw.target, mw.prompt))
-        else:
-            kind = OverflowKind.VOICEMAIL if mw.action is MaxWaitAction.VOICEMAIL else OverflowKind.HANGUP
-            acts.append(Overflow(now, call.call_id, from_q, kind, mw.target, mw.prompt))
-            self._forget(call)
-            acts.append(CallLeftQueue(now, call.call_id, from_q, now - call.queue_entered_at, f"max_wait_{kind.value}"))
-
-    # --- restart from a persistent store ------------------------------------------------------------------
     def _rebuild(self, agents: list[Agent]) -> None:
         """Derive indexes and timers from a store that already holds state (another node, a restart)."""
         for a in agents:
