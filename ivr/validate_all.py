@@ -43,9 +43,34 @@ def validate_tree(path: Path) -> list[ConfigProblem]:
             queues, skills = _known(queues_file)
     if (path / "ivr").is_dir():
         problems += validate_paths([path / "ivr"], queues, skills)
+        if queues is not None:
+            problems += _survey_services(queues_file, path / "ivr")
     elif not server_file.exists() and not queues_file.exists():
         problems += validate_paths([path], queues, skills)  # a folder of IVR files
     return problems
+
+
+def _survey_services(queues_file: Path, ivr_dir: Path) -> list[ConfigProblem]:
+    """``service_surveys`` entries naming a service that no IVR flow sets: that override would never apply
+    (a typo, or a service renamed in the IVR files)."""
+    from ivr.flow.validate import build_config
+    from ivr.yamlconf import load_yaml_file
+
+    config, _ = build_config([ivr_dir])
+    if config is None:
+        return []          # the IVR files' own errors are reported
+    services = {getattr(node, "service", None) for fd in config.flows.values() for node in fd.flow.nodes.values()}
+    data, smap = load_yaml_file(queues_file)
+    named = (data or {}).get("service_surveys") or {}
+    known = ", ".join(sorted(s for s in services if s)) or "none"
+    out = []
+    for name in named:
+        if name not in services:
+            where = ("service_surveys", name)
+            line, col = smap.positions.get(where + ("__key__",)) or smap.locate(where)
+            out.append(ConfigProblem(smap.file, line, col, f"service_surveys: no IVR flow sets the service {name!r} "
+                                     f"(known: {known}); fix the name or remove the entry", "warning"))
+    return out
 
 
 def _surveys(directory: Path) -> tuple[list[ConfigProblem], set[str] | None]:

@@ -53,6 +53,16 @@ def test_unknown_script_in_queues_yaml_is_an_error_at_its_line(tmp_path):
     assert cli_main(["validate", str(root)]) == 1
 
 
+def test_service_survey_naming_no_ivr_service_is_a_warning_at_its_line(tmp_path):
+    root = config_copy(tmp_path)
+    text = with_survey(root, "cards", {"script": "csat", "share": 0.5},
+                       {"card_block": {"share": 0}, "card_blok": {"share": 1.0}})
+    warnings = [p for p in validate_tree(root) if "service_surveys" in p.message]
+    assert [(Path(p.file).name, p.line, p.severity) for p in warnings] == \
+        [("queues.yaml", line_of(text, "card_blok:"), "warning")]
+    assert "'card_blok'" in warnings[0].message and "card_block" in warnings[0].message
+
+
 def test_broken_survey_file_is_reported_by_validate(tmp_path):
     root = config_copy(tmp_path)
     bad = root / "surveys" / "csat.yaml"
