@@ -4,7 +4,6 @@ cut without an outcome ends partial or no_answer by what was answered."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -16,26 +15,9 @@ from crm_bridge.campaign_models import ContactOptOut
 from crm_bridge.survey_models import SurveyAnswer, SurveyResponse
 from ivr.campaign.rules import CampaignRules
 from ivr.campaign.survey_link import SurveyStoreRecorder, status_of
+from ivr.survey.interpreter import SurveyOutcome as Outcome
 
 T0 = 1_742_806_800.0
-
-
-@dataclass
-class Outcome:
-    """Shaped like ``ivr.survey.runner.SurveyOutcome``."""
-
-    answers: dict[str, Any] = field(default_factory=dict)
-    completed: bool = False
-    opted_out: bool = False
-    hung_up: bool = False
-
-    @property
-    def status(self) -> str:
-        if self.opted_out:
-            return "opted_out"
-        if self.completed:
-            return "completed"
-        return "partial" if self.answers else "no_answer"
 
 
 def _campaign(db) -> tuple[int, int]:
