@@ -22,6 +22,7 @@ import asyncio
 import collections
 import enum
 import errno
+import functools
 import logging
 import random
 import socket
@@ -54,6 +55,7 @@ RATE = 8000
 CN_PAYLOAD_TYPE = 13
 _RELATCH_SILENCE = 1.0
 _RELATCH_PACKETS = 3
+_ENCODE_FRAMES = 50
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,45 +106,58 @@ class SessionStats:
 
 
 class LatencyHistogram:
-    """Counts in 0.1 ms bins up to 1 s (one list increment per packet, cheap enough for the send path)."""
+    """Counts in 0.1 ms bins up to 1 s. The send path appends raw values to a list and they are binned in
+    batches with numpy: one append per packet is the cheapest measurement the hot path can carry."""
 
     RES = 10_000.0
     BINS = 10_000
+    FOLD_AT = 4096
 
-    __slots__ = ("bins", "count", "max")
+    __slots__ = ("bins", "_count", "_max", "pending")
 
     def __init__(self) -> None:
-        self.bins = [0] * (self.BINS + 1)
-        self.count = 0
-        self.max = 0.0
+        self.bins = np.zeros(self.BINS + 1, np.int64)
+        self._count = 0
+        self._max = 0.0
+        self.pending: list[float] = []
+
+    @property
+    def count(self) -> int:
+        return self._count + len(self.pending)
+
+    @property
+    def max(self) -> float:
+        self.fold()
+        return self._max
 
     def add(self, seconds: float) -> None:
-        i = int(seconds * self.RES)
-        if i < 0:
-            i = 0
-        elif i > self.BINS:
-            i = self.BINS
-        self.bins[i] += 1
-        self.count += 1
-        if seconds > self.max:
-            self.max = seconds
+        self.pending.append(seconds)
+        if len(self.pending) >= self.FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        if not self.pending:
+            return
+        a = np.asarray(self.pending, np.float64)
+        self.pending = []
+        idx = np.clip((a * self.RES).astype(np.int64), 0, self.BINS)
+        self.bins += np.bincount(idx, minlength=self.BINS + 1)
+        self._count += len(a)
+        self._max = max(self._max, float(a.max()))
 
     def percentile_ms(self, q: float) -> float:
-        if not self.count:
+        self.fold()
+        if not self._count:
             return 0.0
-        target = q / 100 * self.count
-        acc = 0
-        for i, c in enumerate(self.bins):
-            acc += c
-            if acc >= target and c:
-                return i * 1000 / self.RES
-        return self.BINS * 1000 / self.RES
+        cum = np.cumsum(self.bins)
+        i = int(np.searchsorted(cum, q / 100 * self._count))
+        return min(i, self.BINS) * 1000 / self.RES
 
 
 @dataclass(frozen=True)
 class SendStats:
-    """Send timing of all sessions of an engine: lateness of each packet against its planned deadline, and the
-    gap between consecutive packets of one session (20 ms ideally)."""
+    """Send timing of all sessions of an engine: lateness of each packet against its planned deadline, the gap
+    between consecutive packets of one session (20 ms ideally) and the send jitter."""
 
     packets: int
     late_p50_ms: float
@@ -152,6 +167,12 @@ class SendStats:
     gap_p99_ms: float
     gap_max_ms: float
     skipped_frames: int
+    jitter_p50_ms: float = 0.0
+    jitter_p99_ms: float = 0.0
+    jitter_max_ms: float = 0.0
+    """Send jitter as RFC 3550 defines D(i-1, i) for a receiver, on the send side: how much the spacing of two
+    consecutive packets of a call differs from the spacing of their timestamps (|lateness(i) - lateness(i-1)|).
+    Lateness is stricter: it also counts a delay that every packet shares."""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -192,6 +213,7 @@ class MediaEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.late_hist = LatencyHistogram()
         self.gap_hist = LatencyHistogram()
+        self.jitter_hist = LatencyHistogram()
         self.skipped_frames = 0
 
     # -- ports -----------------------------------------------------------------------------------------------
@@ -334,13 +356,17 @@ class MediaEngine:
             self._timer = None
 
     def send_stats(self) -> SendStats:
-        lh, gh = self.late_hist, self.gap_hist
+        lh, gh, jh = self.late_hist, self.gap_hist, self.jitter_hist
+        for h in (lh, gh, jh):
+            h.fold()
         return SendStats(lh.count, lh.percentile_ms(50), lh.percentile_ms(99), lh.max * 1000,
-                         gh.percentile_ms(50), gh.percentile_ms(99), gh.max * 1000, self.skipped_frames)
+                         gh.percentile_ms(50), gh.percentile_ms(99), gh.max * 1000, self.skipped_frames,
+                         jh.percentile_ms(50), jh.percentile_ms(99), jh.max * 1000)
 
     def reset_send_stats(self) -> None:
         self.late_hist = LatencyHistogram()
         self.gap_hist = LatencyHistogram()
+        self.jitter_hist = LatencyHistogram()
         self.skipped_frames = 0
 
 
@@ -370,10 +396,29 @@ class _RtpProtocol(asyncio.DatagramProtocol):
 
 @dataclass
 class _Playback:
+    """A prompt being sent. Its audio is encoded a block at a time (one numpy call per ``_ENCODE_FRAMES``
+    frames instead of one per packet), so sending a frame is a slice of bytes."""
+
     pcm: np.ndarray
     future: asyncio.Future
     barge_in: bool
     pos: int = 0
+    _enc: bytes = b""
+    _enc_start: int = 0
+    _enc_codec: Codec | None = None
+
+    def payload(self, codec: Codec, spp: int) -> bytes:
+        """The encoded frame at ``pos`` (the last one padded with silence)."""
+        pos = self.pos
+        off = pos - self._enc_start
+        if self._enc_codec is not codec or off < 0 or off + spp > len(self._enc):
+            chunk = self.pcm[pos: pos + spp * _ENCODE_FRAMES]
+            short = -len(chunk) % spp
+            if short:
+                chunk = np.concatenate([chunk, np.zeros(short, np.int16)])
+            self._enc = codec.encode_table[chunk.view(np.uint16)].tobytes()
+            self._enc_start, self._enc_codec, off = pos, codec, 0
+        return self._enc[off: off + spp]
 
 
 @dataclass
@@ -415,6 +460,11 @@ class _Recording:
         return RecordResult(audio[max(0, det.speech_start - margin): end + margin].copy(), reason, True)
 
 
+@functools.cache
+def _silence(codec: Codec, spp: int) -> bytes:
+    return bytes([codec.silence_byte]) * spp
+
+
 DtmfListener = Callable[["MediaSession", DtmfDigit], None]
 AudioListener = Callable[["MediaSession", RtpPacket, "np.ndarray | None"], None]
 
@@ -450,8 +500,8 @@ class MediaSession:
         self._ts = random.getrandbits(32)
         self._marker = True
         self._last_send = 0.0
+        self._last_late = 0.0
         self._buf = bytearray(12 + 480)
-        self._frame = np.zeros(160, np.int16)
         self._payload = np.frombuffer(self._buf, np.uint8, 160, 12)
         self._relay_buf = bytearray(12 + 480)
         self._relay = False
@@ -506,7 +556,6 @@ class MediaSession:
         self._spp = RATE * ptime // 1000
         if len(self._buf) < 12 + self._spp:
             self._buf = bytearray(12 + self._spp)
-        self._frame = np.zeros(self._spp, np.int16)
         self._payload = np.frombuffer(self._buf, np.uint8, self._spp, 12)
         new_tpf = ptime // self.engine.tick_ms
         hold_addr = negotiated.remote_ip in ("0.0.0.0", "::")
@@ -738,21 +787,16 @@ class MediaSession:
         pb = self._playback
         payload = None
         if pb is not None:
-            chunk = pb.pcm[pb.pos: pb.pos + spp]
-            pb.pos += spp
             if sendable:
-                if len(chunk) < spp:
-                    self._frame[:] = 0
-                    self._frame[: len(chunk)] = chunk
-                    chunk = self._frame
-                np.take(self._codec.encode_table, chunk.view(np.uint16), out=self._payload)
+                self._buf[12: 12 + spp] = pb.payload(self._codec, spp)
                 payload = True
+            pb.pos += spp
             if pb.pos >= len(pb.pcm):
                 self._playback = None
                 if not pb.future.done():
                     pb.future.set_result(PlayResult(PlayEnd.COMPLETED, None, len(pb.pcm)))
         elif sendable and self.send_silence:
-            self._payload.fill(self._codec.silence_byte)
+            self._buf[12: 12 + spp] = _silence(self._codec, spp)
             payload = True
         if payload and sendable:
             self._emit(self._pt, self._ts, self._buf, 12 + spp, planned)
@@ -768,13 +812,16 @@ class MediaSession:
         self._transport.sendto(memoryview(buf)[:length], self._send_addr)
         self.stats.packets_sent += 1
         self.stats.bytes_sent += length
-        now = time.monotonic()
         if planned is not None:
+            now = time.monotonic()
+            late = now - planned
             eng = self.engine
-            eng.late_hist.add(now - planned)
+            eng.late_hist.add(late)
             if self._last_send:
                 eng.gap_hist.add(now - self._last_send)
+                eng.jitter_hist.add(abs(late - self._last_late))
             self._last_send = now
+            self._last_late = late
 
     def _send_event_frame(self, sendable: bool, planned: float) -> None:
         if self._cur_event is None:
