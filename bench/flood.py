@@ -162,7 +162,7 @@ async def start_server():
     from ivr.config import LimitsConfig
     from ivr.media.audio import load_wav_8k
     from ivr.media.dtmf import DtmfMode
-    from ivr.media.session import MediaEngine
+    from ivr.media.engine import MediaEngine
     from ivr.sip.guard import SourceGuard
     from ivr.sip.transport import SipServer
     from ivr.sip.useragent import SipUserAgent, UaConfig

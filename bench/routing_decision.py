@@ -113,7 +113,7 @@ def main() -> int:
     rng.shuffle(ids)
     for call_id in ids[: args.decisions]:
         now += 0.001
-        agent = connected.pop(call_id)
+        connected.pop(call_id)
         start = time.perf_counter_ns()
         acts = eng.call_ended(call_id, now=now, by="agent")
         release_ns.append(time.perf_counter_ns() - start)

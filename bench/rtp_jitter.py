@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivr.media.dtmf import DtmfMode  # noqa: E402
 from ivr.media.sdp import answer_offer, make_offer, parse_answer  # noqa: E402
-from ivr.media.session import MediaEngine  # noqa: E402
+from ivr.media.engine import MediaEngine  # noqa: E402
 
 
 async def run(pairs: int, seconds: float, port_min: int, dtmf_mode: DtmfMode = DtmfMode.RFC4733,

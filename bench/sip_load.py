@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from ivr.calls import Call, CallLimits, CallManager  # noqa: E402
 from ivr.media.audio import load_wav_8k  # noqa: E402
 from ivr.media.dtmf import DtmfMode  # noqa: E402
-from ivr.media.session import MediaEngine  # noqa: E402
+from ivr.media.engine import MediaEngine  # noqa: E402
 from ivr.sip.transport import SipServer  # noqa: E402
 from ivr.sip.useragent import SipUserAgent, UaConfig  # noqa: E402
 

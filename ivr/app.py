@@ -133,7 +133,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     from ivr.flow.validate import load_ivr_config
     from ivr.flow_runner import FlowCallApplication
     from ivr.media.dtmf import DtmfMode
-    from ivr.media.session import MediaEngine
+    from ivr.media.engine import MediaEngine
     from ivr.prompts import PromptPcmSource, PromptRenderer
     from ivr.services import ContactCentreServices
     from ivr.sip.guard import SourceGuard

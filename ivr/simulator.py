@@ -32,7 +32,7 @@ from ivr.calls import CallManager, Leg, OriginateFailed
 from ivr.errors import IvrError
 from ivr.media.audio import load_wav_8k, write_wav
 from ivr.media.rtp import RtpPacket
-from ivr.media.session import MediaEngine
+from ivr.media.engine import MediaEngine
 from ivr.sip.events import EndReason
 from ivr.sip.transport import SipServer
 from ivr.sip.useragent import SipUserAgent, UaConfig

@@ -48,7 +48,8 @@ from ivr.media.sdp import (
     parse_answer,
     parse_sdp,
 )
-from ivr.media.session import MediaEngine, MediaSession, PlayEnd, PlayResult, RecordResult, SendStats, SessionStats
+from ivr.media.engine import MediaEngine, SendStats
+from ivr.media.session import MediaSession, PlayEnd, PlayResult, RecordResult, SessionStats
 
 __all__ = [
     "AudioFileError", "Bridge", "Codec", "CollectReason", "CollectResult", "DigitCollector", "Direction",

@@ -7,7 +7,6 @@ timeout matters. Each transport yields ``DtmfDigit`` objects once per key press.
 from __future__ import annotations
 
 import enum
-import math
 import struct
 from dataclasses import dataclass, field
 

@@ -1,15 +1,7 @@
 """RTP sessions for calls: one UDP endpoint per call leg, paced sending, DTMF, play/collect/record.
 
-Pacing design: one shared timer per ``MediaEngine`` rather than one task per call. Every ``tick_ms``
-(2 ms) a single ``loop.call_at`` callback sends the frames that are due, then schedules itself at the next
-absolute deadline ``t0 + n * tick`` of the monotonic clock, so lateness never accumulates over a long call.
-With 500 calls, a task per call means 25,000 timer wake-ups and coroutine switches per second; the shared
-tick is 500 wake-ups per second, and sessions are spread evenly over the ten phases of a 20 ms frame, so each
-tick sends a tenth of them: the last packet of a tick leaves a tenth as late as it would if all calls were
-sent at once. Sessions wait in buckets keyed by the tick they are due at, so a tick touches only the sessions
-it sends. When the loop is late by more than a frame, a session sends at
-most ``max_burst`` frames (peers' jitter buffers absorb a few) and skips the rest: the skipped audio and RTP
-timestamps move on with the clock, so the stream stays in real time instead of drifting behind it.
+Sending is driven by the engine's pacer (``ivr.media.engine``): it calls ``_pace_tick`` when a session's next
+frame is due.
 
 Receive path: parse, drop RTCP / malformed / unexpected payload types, symmetric RTP (reply to where the
 peer's packets come from), loss accounting per SSRC, then G.711 decoding only when someone needs samples
@@ -21,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import errno
 import functools
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,10 +35,13 @@ from ivr.media.dtmf import (
     generate_tone,
 )
 from ivr.media.eos import EndOfSpeechDetector, EosEvent
-from ivr.media.errors import MediaError, PortsExhausted, RtpError
+from ivr.media.errors import MediaError, RtpError
 from ivr.media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW, Codec
 from ivr.media.rtp import RtpPacket, is_rtcp, pack_header_into
 from ivr.media.sdp import NegotiatedMedia
+
+if TYPE_CHECKING:
+    from ivr.media.engine import MediaEngine
 
 log = logging.getLogger(__name__)
 
@@ -103,271 +97,6 @@ class SessionStats:
     bytes_sent: int = 0
     skipped_frames: int = 0
     digits: int = 0
-
-
-class LatencyHistogram:
-    """Counts in 0.1 ms bins up to 1 s. The send path appends raw values to a list and they are binned in
-    batches with numpy: one append per packet is the cheapest measurement the hot path can carry."""
-
-    RES = 10_000.0
-    BINS = 10_000
-    FOLD_AT = 4096
-
-    __slots__ = ("bins", "_count", "_max", "pending")
-
-    def __init__(self) -> None:
-        self.bins = np.zeros(self.BINS + 1, np.int64)
-        self._count = 0
-        self._max = 0.0
-        self.pending: list[float] = []
-
-    @property
-    def count(self) -> int:
-        return self._count + len(self.pending)
-
-    @property
-    def max(self) -> float:
-        self.fold()
-        return self._max
-
-    def add(self, seconds: float) -> None:
-        self.pending.append(seconds)
-        if len(self.pending) >= self.FOLD_AT:
-            self.fold()
-
-    def fold(self) -> None:
-        if not self.pending:
-            return
-        a = np.asarray(self.pending, np.float64)
-        self.pending = []
-        idx = np.clip((a * self.RES).astype(np.int64), 0, self.BINS)
-        self.bins += np.bincount(idx, minlength=self.BINS + 1)
-        self._count += len(a)
-        self._max = max(self._max, float(a.max()))
-
-    def percentile_ms(self, q: float) -> float:
-        self.fold()
-        if not self._count:
-            return 0.0
-        cum = np.cumsum(self.bins)
-        i = int(np.searchsorted(cum, q / 100 * self._count))
-        return min(i, self.BINS) * 1000 / self.RES
-
-
-@dataclass(frozen=True)
-class SendStats:
-    """Send timing of all sessions of an engine: lateness of each packet against its planned deadline, the gap
-    between consecutive packets of one session (20 ms ideally) and the send jitter."""
-
-    packets: int
-    late_p50_ms: float
-    late_p99_ms: float
-    late_max_ms: float
-    gap_p50_ms: float
-    gap_p99_ms: float
-    gap_max_ms: float
-    skipped_frames: int
-    jitter_p50_ms: float = 0.0
-    jitter_p99_ms: float = 0.0
-    jitter_max_ms: float = 0.0
-    """Send jitter as RFC 3550 defines D(i-1, i) for a receiver, on the send side: how much the spacing of two
-    consecutive packets of a call differs from the spacing of their timestamps (|lateness(i) - lateness(i-1)|).
-    Lateness is stricter: it also counts a delay that every packet shares."""
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Engine
-
-
-class MediaEngine:
-    """Owns the RTP port range and the shared pacer. One per process (or per media address)."""
-
-    def __init__(self, host: str = "0.0.0.0", port_min: int = 10000, port_max: int = 20000, *,
-                 tick_ms: int = 2, max_burst: int = 3, send_silence: bool = True,
-                 dtmf_mode: DtmfMode = DtmfMode.AUTO, receive_buffer: int = 1 << 18):
-        if port_min < 1 or port_max > 65535 or port_max < port_min + 1:
-            raise MediaError(f"invalid RTP port range {port_min}-{port_max}: needs at least two ports in 1-65535")
-        self.host = host
-        self.port_min = port_min + (port_min & 1)
-        self.port_max = port_max
-        if self.port_min > self.port_max:
-            raise MediaError(f"RTP port range {port_min}-{port_max} holds no even port")
-        self.tick = tick_ms / 1000
-        self.tick_ms = tick_ms
-        self.max_burst = max_burst
-        self.send_silence = send_silence
-        self.dtmf_mode = dtmf_mode
-        self.receive_buffer = receive_buffer
-        self._used: set[int] = set()
-        self._cursor = self.port_min
-        self._sessions: set[MediaSession] = set()
-        self._due: dict[int, list[MediaSession]] = {}     # tick -> sessions due then
-        self._paced: set[MediaSession] = set()
-        self._phase_load: dict[tuple[int, int], int] = {}  # (ticks per frame, phase) -> sessions
-        self._last_tick = -1
-        self._t0 = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.late_hist = LatencyHistogram()
-        self.gap_hist = LatencyHistogram()
-        self.jitter_hist = LatencyHistogram()
-        self.skipped_frames = 0
-
-    # -- ports -----------------------------------------------------------------------------------------------
-    @property
-    def ports_in_use(self) -> int:
-        return len(self._used)
-
-    @property
-    def sessions(self) -> frozenset[MediaSession]:
-        return frozenset(self._sessions)
-
-    def _bind(self) -> tuple[socket.socket, int]:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        count = (self.port_max - self.port_min) // 2 + 1
-        for _ in range(count):
-            port = self._cursor
-            self._cursor += 2
-            if self._cursor > self.port_max:
-                self._cursor = self.port_min
-            if port in self._used:
-                continue
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.bind((self.host, port))
-            except OSError as e:
-                sock.close()
-                if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                    continue
-                raise MediaError(f"cannot bind RTP socket on {self.host}:{port}: {e}") from e
-            sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
-            except OSError:
-                pass
-            self._used.add(port)
-            return sock, port
-        raise PortsExhausted(f"all {count} RTP ports of {self.port_min}-{self.port_max} on {self.host} are in use: "
-                             f"widen the range or lower the call limit")
-
-    async def open_session(self, *, dtmf_mode: DtmfMode | None = None, send_silence: bool | None = None,
-                           name: str = "") -> MediaSession:
-        """Bind a port (for the SDP answer or offer); call ``session.start(negotiated)`` once SDP is agreed."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        sock, port = self._bind()
-        session = MediaSession(self, port, dtmf_mode or self.dtmf_mode,
-                               self.send_silence if send_silence is None else send_silence, name)
-        try:
-            await loop.create_datagram_endpoint(lambda: _RtpProtocol(session), sock=sock)
-        except BaseException:
-            sock.close()
-            self._used.discard(port)
-            raise
-        self._sessions.add(session)
-        return session
-
-    def _release(self, session: MediaSession) -> None:
-        self._sessions.discard(session)
-        self._used.discard(session.local_port)
-        self._unpace(session)
-
-    async def close(self) -> None:
-        for s in list(self._sessions):
-            await s.close()
-        if self._timer:
-            self._timer.cancel()
-            self._timer = None
-
-    # -- pacer -------------------------------------------------------------------------------------------------
-    def _pace(self, session: MediaSession) -> None:
-        if session in self._paced:
-            return
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        now = loop.time()
-        if self._timer is None:
-            if not self._paced:
-                self._t0 = now
-                self._last_tick = 0
-            g0 = int((now - self._t0) / self.tick)
-            self._timer = loop.call_at(self._t0 + (g0 + 1) * self.tick, self._on_tick)
-        g = int((now - self._t0) / self.tick)
-        tpf = session._ticks_per_frame
-        load = self._phase_load
-        best = min(range(tpf), key=lambda p: load.get((tpf, p), 0))
-        nxt = max(g, self._last_tick) + 1
-        nxt += (best - nxt) % tpf
-        session._next_tick = nxt
-        session._phase = (tpf, best)
-        load[(tpf, best)] = load.get((tpf, best), 0) + 1
-        self._paced.add(session)
-        self._due.setdefault(nxt, []).append(session)
-
-    def _unpace(self, session: MediaSession) -> None:
-        if session not in self._paced:
-            return
-        self._paced.discard(session)
-        bucket = self._due.get(session._next_tick)
-        if bucket is not None:
-            try:
-                bucket.remove(session)
-            except ValueError:
-                pass
-            if not bucket:
-                del self._due[session._next_tick]
-        key = session._phase
-        if key is not None:
-            self._phase_load[key] -= 1
-            session._phase = None
-
-    def _on_tick(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        tick = self.tick
-        g = int((now - self._t0) / tick + 0.05)
-        due = self._due
-        last = self._last_tick
-        if g - last <= 64:
-            ticks = [t for t in range(last + 1, g + 1) if t in due]
-        else:                                  # the loop stalled: walk the buckets, not the ticks
-            ticks = sorted(t for t in due if t <= g)
-        self._last_tick = max(last, g)
-        for t in ticks:
-            bucket = due.pop(t, None)
-            if not bucket:
-                continue
-            for s in bucket:
-                try:
-                    s._pace_tick(g)
-                except Exception:  # one broken session must not silence the others
-                    log.exception("media session %s failed to send; closing it", s.name)
-                    loop.create_task(s.close())
-                    continue
-                if s in self._paced:
-                    due.setdefault(s._next_tick, []).append(s)
-        if self._paced:
-            self._timer = loop.call_at(self._t0 + (g + 1) * tick, self._on_tick)
-        else:
-            self._timer = None
-
-    def send_stats(self) -> SendStats:
-        lh, gh, jh = self.late_hist, self.gap_hist, self.jitter_hist
-        for h in (lh, gh, jh):
-            h.fold()
-        return SendStats(lh.count, lh.percentile_ms(50), lh.percentile_ms(99), lh.max * 1000,
-                         gh.percentile_ms(50), gh.percentile_ms(99), gh.max * 1000, self.skipped_frames,
-                         jh.percentile_ms(50), jh.percentile_ms(99), jh.max * 1000)
-
-    def reset_send_stats(self) -> None:
-        self.late_hist = LatencyHistogram()
-        self.gap_hist = LatencyHistogram()
-        self.jitter_hist = LatencyHistogram()
-        self.skipped_frames = 0
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):

@@ -18,7 +18,7 @@ import numpy as np
 from ivr.calls import CallApplication, CallLimits, CallManager
 from ivr.media.g711 import alaw_decode, ulaw_decode
 from ivr.media.rtp import RtpPacket
-from ivr.media.session import MediaEngine
+from ivr.media.engine import MediaEngine
 from ivr.sip.transport import SipServer
 from ivr.sip.useragent import SipUserAgent, UaConfig
 

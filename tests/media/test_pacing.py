@@ -8,7 +8,7 @@ import pytest
 from ivr.media.g711 import Codec
 from ivr.media.rtp import RtpPacket
 from ivr.media.sdp import Direction, NegotiatedMedia
-from ivr.media.session import LatencyHistogram, MediaEngine
+from ivr.media.engine import LatencyHistogram, MediaEngine
 
 
 class CaptureTransport:

@@ -14,7 +14,8 @@ from ivr.media.errors import MediaError, PortsExhausted
 from ivr.media.g711 import Codec, alaw_encode
 from ivr.media.rtp import RtpPacket
 from ivr.media.sdp import Direction, NegotiatedMedia, answer_offer, make_offer, parse_answer
-from ivr.media.session import MediaEngine, PlayEnd
+from ivr.media.engine import MediaEngine
+from ivr.media.session import PlayEnd
 
 pytestmark = pytest.mark.timeout(60)
 
