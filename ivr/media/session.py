@@ -109,8 +109,10 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self.session._transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        session = self.session
+        session.engine.tick_if_due(time.monotonic())
         try:
-            self.session._on_datagram(data, addr)
+            session._on_datagram(data, addr)
         except Exception:  # bad input never takes the session down
             self.session.stats.malformed += 1
             log.exception("media session %s: error handling a datagram from %s", self.session.name, addr)
