@@ -285,6 +285,9 @@ class MediaEngine:
                     continue
                 if s in self._paced:
                     due.setdefault(s._next_tick, []).append(s)
+        if len(self.late_hist.pending) >= LatencyHistogram.FOLD_AT:
+            for h in (self.late_hist, self.gap_hist, self.jitter_hist):
+                h.fold()
         if not self._paced and self._ticker is not None:
             self._ticker.stop()
             self._ticking = False
