@@ -180,7 +180,8 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     app = FlowCallApplication(holder, prompts, services, clock=clock)
 
     rtp_host = cfg.rtp.advertised_host or cfg.rtp.host
-    media = MediaEngine(cfg.rtp.host, cfg.rtp.port_min, cfg.rtp.port_max, dtmf_mode=DtmfMode(cfg.sip.dtmf_mode))
+    media = MediaEngine(cfg.rtp.host, cfg.rtp.port_min, cfg.rtp.port_max, dtmf_mode=DtmfMode(cfg.sip.dtmf_mode),
+                        send_offload=use_send_worker(cfg.rtp.send_worker), send_priority=cfg.rtp.send_worker_priority)
     server.media = media
     domains = tuple(cfg.sip.domains) + ((cfg.sip.host,) if cfg.sip.domains else ())
     ua = SipUserAgent(UaConfig(host=cfg.sip.advertised_host or cfg.sip.host, port=cfg.sip.port,
@@ -414,6 +415,16 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 # loop ~80 ms under verification load. Start-up objects live for ever: frozen, they are never traversed again;
 # a larger young generation makes the small passes rarer.
 GC_THRESHOLDS = (10_000, 20, 50)
+
+
+def use_send_worker(setting: str) -> bool:
+    """auto: a worker process only pays off with a second CPU to run on."""
+    if setting != "auto":
+        return setting == "on"
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:
+        return (os.cpu_count() or 1) >= 2
 
 
 def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:

@@ -93,6 +93,11 @@ class RtpConfig(_Strict):
     port_max: int = Field(30000, ge=1025, le=65535)
     codecs: list[Literal["PCMU", "PCMA"]] = ["PCMU", "PCMA"]
     ptime: int = Field(20, ge=10, le=60)
+    send_worker: Literal["auto", "on", "off"] = "auto"
+    """RTP packets sent by a worker process (the event loop only copies them into shared memory): auto = when
+    the server may run on two CPUs or more."""
+    send_worker_priority: Literal["realtime", "nice", "normal"] = "realtime"
+    """Scheduling the worker asks for; realtime needs root or CAP_SYS_NICE and falls back to nice, then normal."""
 
     @model_validator(mode="after")
     def _range(self) -> "RtpConfig":

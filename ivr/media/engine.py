@@ -26,6 +26,7 @@ import numpy as np
 
 from ivr.media.dtmf import DtmfMode
 from ivr.media.errors import MediaError, PortsExhausted
+from ivr.media.send_offload import SendOffload, SendOffloadError
 from ivr.media.session import MediaSession, _RtpProtocol
 from ivr.media.ticker import Ticker, TickerKind, make_ticker
 
@@ -72,6 +73,16 @@ class LatencyHistogram:
         self._count += len(a)
         self._max = max(self._max, float(a.max()))
 
+    def merge(self, other: LatencyHistogram) -> None:
+        other.fold()
+        self.merge_bins(other.bins, other._count, other._max)
+
+    def merge_bins(self, bins: np.ndarray, count: int, max_seconds: float) -> None:
+        self.fold()
+        self.bins += bins
+        self._count += count
+        self._max = max(self._max, max_seconds)
+
     def percentile_ms(self, q: float) -> float:
         self.fold()
         if not self._count:
@@ -97,6 +108,10 @@ class SendStats:
     jitter_p50_ms: float = 0.0
     jitter_p99_ms: float = 0.0
     jitter_max_ms: float = 0.0
+    offloaded: bool = False
+    """Whether a send worker process is sending (``media.send_worker``)."""
+    offload_overflows: int = 0
+    """Packets the loop sent itself because the worker's ring was full."""
     """Send jitter as RFC 3550 defines D(i-1, i) for a receiver, on the send side: how much the spacing of two
     consecutive packets of a call differs from the spacing of their timestamps (|lateness(i) - lateness(i-1)|).
     Lateness is stricter: it also counts a delay that every packet shares."""
@@ -111,7 +126,8 @@ class MediaEngine:
     def __init__(self, host: str = "0.0.0.0", port_min: int = 10000, port_max: int = 20000, *,
                  tick_ms: int = 2, max_burst: int = 3, send_silence: bool = True,
                  dtmf_mode: DtmfMode = DtmfMode.AUTO, receive_buffer: int = 1 << 18,
-                 clock: TickerKind | str = TickerKind.AUTO):
+                 clock: TickerKind | str = TickerKind.AUTO, send_offload: bool = False,
+                 send_priority: str = "realtime"):
         if port_min < 1 or port_max > 65535 or port_max < port_min + 1:
             raise MediaError(f"invalid RTP port range {port_min}-{port_max}: needs at least two ports in 1-65535")
         self.host = host
@@ -134,6 +150,14 @@ class MediaEngine:
         self._last_tick = -1
         self._t0 = 0.0
         self.clock = TickerKind(clock)
+        self.send_offload = send_offload
+        self.send_priority = send_priority
+        self.offload: SendOffload | None = None
+        self.offload_on = False
+        self.offload_overflows = 0
+        self._offload_tried = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._slots = 0
         self._ticker: Ticker | None = None
         self._ticking = False
         self.next_deadline = float("inf")
@@ -187,6 +211,8 @@ class MediaEngine:
         """Bind a port (for the SDP answer or offer); call ``session.start(negotiated)`` once SDP is agreed."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        if self.send_offload and not self._offload_tried:
+            self._start_offload(loop)
         sock, port = self._bind()
         session = MediaSession(self, port, dtmf_mode or self.dtmf_mode,
                                self.send_silence if send_silence is None else send_silence, name)
@@ -196,6 +222,12 @@ class MediaEngine:
             sock.close()
             self._used.discard(port)
             raise
+        self._slots = (self._slots + 1) & 0xFFFFFFFF
+        session._slot = self._slots
+        session._sock = sock
+        if self.offload_on:
+            assert self.offload is not None
+            self.offload.open(session._slot, sock)
         self._sessions.add(session)
         return session
 
@@ -203,6 +235,43 @@ class MediaEngine:
         self._sessions.discard(session)
         self._used.discard(session.local_port)
         self._unpace(session)
+        if self.offload_on:
+            assert self.offload is not None
+            self.offload.close(session._slot)
+
+    # -- send worker -------------------------------------------------------------------------------------------
+    def _start_offload(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._offload_tried = True
+        offload = SendOffload(priority=self.send_priority)
+        try:
+            offload.start(loop)
+        except (SendOffloadError, OSError) as e:
+            log.warning("RTP send worker not started (%s): the event loop sends RTP itself", e)
+            return
+        offload.on_death = self._offload_lost
+        offload.on_ready = self._offload_ready
+        self.offload = offload
+
+    def _offload_ready(self) -> None:
+        assert self.offload is not None
+        for s in self._sessions:
+            self.offload.open(s._slot, s._sock)
+        self.offload_on = self.offload.alive
+
+    def _offload_lost(self) -> None:
+        self.offload_on = False
+
+    def schedule_flush(self) -> None:
+        """Packets put outside a tick (relayed by a bridge from a receive callback) are published once per
+        loop iteration, not once each."""
+        if self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self.offload_on:
+            assert self.offload is not None
+            self.offload.flush()
 
     async def close(self) -> None:
         for s in list(self._sessions):
@@ -212,6 +281,9 @@ class MediaEngine:
             self._ticker = None
             self._ticking = False
             self.next_deadline = float("inf")
+        if self.offload is not None:
+            self.offload_on = False
+            await self.offload.stop()
 
     # -- pacer -------------------------------------------------------------------------------------------------
     def _pace(self, session: MediaSession) -> None:
@@ -285,6 +357,9 @@ class MediaEngine:
                     continue
                 if s in self._paced:
                     due.setdefault(s._next_tick, []).append(s)
+        if self.offload_on:
+            assert self.offload is not None
+            self.offload.flush()
         if len(self.late_hist.pending) >= LatencyHistogram.FOLD_AT:
             for h in (self.late_hist, self.gap_hist, self.jitter_hist):
                 h.fold()
@@ -302,15 +377,26 @@ class MediaEngine:
             self._on_tick()
 
     def send_stats(self) -> SendStats:
-        lh, gh, jh = self.late_hist, self.gap_hist, self.jitter_hist
-        for h in (lh, gh, jh):
-            h.fold()
+        """Timing of every packet sent, by this loop and by the send worker (measured where each left)."""
+        hists = []
+        for i, h in enumerate((self.late_hist, self.gap_hist, self.jitter_hist)):
+            merged = LatencyHistogram()
+            merged.merge(h)
+            worker = self.offload.histogram(i) if self.offload is not None else None
+            if worker is not None:
+                merged.merge_bins(*worker)
+            hists.append(merged)
+        lh, gh, jh = hists
         return SendStats(lh.count, lh.percentile_ms(50), lh.percentile_ms(99), lh.max * 1000,
                          gh.percentile_ms(50), gh.percentile_ms(99), gh.max * 1000, self.skipped_frames,
-                         jh.percentile_ms(50), jh.percentile_ms(99), jh.max * 1000)
+                         jh.percentile_ms(50), jh.percentile_ms(99), jh.max * 1000, self.offload_on,
+                         self.offload_overflows)
 
     def reset_send_stats(self) -> None:
         self.late_hist = LatencyHistogram()
         self.gap_hist = LatencyHistogram()
         self.jitter_hist = LatencyHistogram()
         self.skipped_frames = 0
+        self.offload_overflows = 0
+        if self.offload is not None:
+            self.offload.reset_stats()

@@ -16,6 +16,7 @@ import enum
 import functools
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from ivr.media.errors import MediaError, RtpError
 from ivr.media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW, Codec
 from ivr.media.rtp import _HEADER, RtpPacket, is_rtcp, pack_header_into
 from ivr.media.sdp import NegotiatedMedia
+from ivr.media.send_ring import RingFull
 
 if TYPE_CHECKING:
     from ivr.media.engine import MediaEngine
@@ -233,6 +235,9 @@ class MediaSession:
         self._marker = True
         self._last_send = 0.0
         self._last_late = 0.0
+        self._slot = 0  # the engine's number for this leg, also in the send worker
+        self._offload_dest: tuple | None = None
+        self._sock: socket.socket | None = None
         self._buf = bytearray(12 + 480)
         self._payload = np.frombuffer(self._buf, np.uint8, 160, 12)
         self._relay_buf = bytearray(12 + 480)
@@ -546,13 +551,16 @@ class MediaSession:
             _pack_header(buf, 0, 0x80, (0x80 if self._marker else 0) | self._pt, seq, ts, self.ssrc)
             self._marker = False
             self._seq = (seq + 1) & 0xFFFF
-            transport.sendto(memoryview(buf)[: 12 + spp], addr)  # type: ignore[union-attr]
             st = self.stats
             st.packets_sent += 1
             st.bytes_sent += 12 + spp
+            eng = self.engine
+            if eng.offload_on and self._offload_put(eng, memoryview(buf)[: 12 + spp], addr, planned):
+                self._ts = (ts + spp) & 0xFFFFFFFF
+                return
+            transport.sendto(memoryview(buf)[: 12 + spp], addr)  # type: ignore[union-attr]
             now = time.monotonic()
             late = now - planned
-            eng = self.engine
             eng.late_hist.pending.append(late)  # binned by the engine once per tick
             if self._last_send:
                 eng.gap_hist.pending.append(now - self._last_send)
@@ -565,14 +573,33 @@ class MediaSession:
             self._marker = True
         self._ts = (self._ts + spp) & 0xFFFFFFFF
 
+    def _offload_put(self, eng: MediaEngine, packet: memoryview, addr: tuple, planned: float) -> bool:
+        """Hand the packet to the send worker; False when its ring is full (the caller sends it)."""
+        offload = eng.offload
+        assert offload is not None and offload.writer is not None
+        if addr != self._offload_dest:
+            offload.dest(self._slot, addr)
+            self._offload_dest = addr
+        try:
+            offload.writer.put(self._slot, packet, planned)
+        except RingFull:
+            eng.offload_overflows += 1
+            return False
+        return True
+
     def _emit(self, pt: int, ts: int, buf: bytearray, length: int, planned: float | None) -> None:
         pack_header_into(buf, self._marker, pt, self._seq, ts, self.ssrc)
         self._marker = False
         self._seq = (self._seq + 1) & 0xFFFF
-        assert self._transport is not None
-        self._transport.sendto(memoryview(buf)[:length], self._send_addr)
+        assert self._transport is not None and self._send_addr is not None
         self.stats.packets_sent += 1
         self.stats.bytes_sent += length
+        eng = self.engine
+        if eng.offload_on and self._offload_put(eng, memoryview(buf)[:length], self._send_addr, planned or 0.0):
+            if planned is None:
+                eng.schedule_flush()  # outside a tick: relayed from a receive callback
+            return
+        self._transport.sendto(memoryview(buf)[:length], self._send_addr)
         if planned is not None:
             now = time.monotonic()
             late = now - planned

@@ -1,0 +1,133 @@
+"""The RTP send worker as a real process with real sockets: packets leave from each leg's own port, in order,
+through the hand-over from the loop to the worker, and through the worker's death back to the loop."""
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from ivr.media.engine import MediaEngine
+from ivr.media.g711 import Codec
+from ivr.media.rtp import RtpPacket
+from ivr.media.sdp import Direction, NegotiatedMedia
+from ivr.media.send_ring import RingFull
+
+
+class Receiver(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.packets: dict[int, list[RtpPacket]] = {}
+
+    def datagram_received(self, data, addr):
+        self.packets.setdefault(addr[1], []).append(RtpPacket.parse(data))
+
+
+async def receiver():
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
+    return transport, proto, transport.get_extra_info("sockname")[1]
+
+
+def neg(port):
+    return NegotiatedMedia("127.0.0.1", port, Codec.PCMU, 0, 101, 20, Direction.SENDRECV)
+
+
+async def wait_for(pred, timeout=10.0):
+    for _ in range(int(timeout / 0.02)):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def contiguous(pkts):
+    seqs = [p.sequence for p in pkts]
+    return all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+
+
+async def test_worker_sends_each_legs_packets_from_its_port_in_order_and_measures_them():
+    transport, rx, port = await receiver()
+    eng = MediaEngine("127.0.0.1", 43200, 43300, send_offload=True, send_priority="normal")
+    try:
+        sessions = []
+        for _ in range(4):
+            s = await eng.open_session()
+            s.start(neg(port))
+            sessions.append(s)
+        assert not eng.offload_on  # the loop sends until the worker says it is ready
+        await wait_for(lambda: eng.offload_on)
+        before = eng.offload.counters()["sent"]
+        await wait_for(lambda: eng.offload.counters()["sent"] >= before + 40)
+        late = await eng.open_session()  # opened while the worker runs
+        late.start(neg(port))
+        await wait_for(lambda: len(rx.packets.get(late.local_port, [])) >= 10)
+        for s in sessions + [late]:
+            pkts = rx.packets[s.local_port]
+            assert contiguous(pkts), s.local_port
+            assert {p.ssrc for p in pkts} == {s.ssrc}
+        await wait_for(lambda: eng.send_stats().packets > 0)
+        stats = eng.send_stats()
+        assert stats.offloaded and stats.offload_overflows == 0
+        assert 19.0 < stats.gap_p50_ms < 21.0
+        assert eng.offload.counters()["errors"] == 0
+        proc = eng.offload.proc
+    finally:
+        await eng.close()
+        transport.close()
+    assert proc.poll() is not None  # stopped with the engine
+
+
+async def test_when_the_worker_dies_the_loop_sends_again_without_a_gap_in_sequence():
+    transport, rx, port = await receiver()
+    eng = MediaEngine("127.0.0.1", 43400, 43500, send_offload=True, send_priority="normal")
+    try:
+        s = await eng.open_session()
+        s.start(neg(port))
+        await wait_for(lambda: eng.offload_on)
+        await wait_for(lambda: eng.offload.counters()["sent"] >= 10)
+        os.kill(eng.offload.proc.pid, signal.SIGKILL)
+        await wait_for(lambda: not eng.offload_on)
+        n = len(rx.packets[s.local_port])
+        await wait_for(lambda: len(rx.packets[s.local_port]) >= n + 10)
+        pkts = rx.packets[s.local_port]
+        assert contiguous(pkts[n:])
+        # at most the packets in the ring when it died are lost
+        assert (pkts[-1].sequence - pkts[0].sequence + 1) - len(pkts) <= 3
+    finally:
+        await eng.close()
+        transport.close()
+
+
+async def test_a_full_ring_falls_back_to_the_loop_and_counts_it():
+    transport, rx, port = await receiver()
+    eng = MediaEngine("127.0.0.1", 43600, 43700, send_offload=True, send_priority="normal")
+    try:
+        s = await eng.open_session()
+        s.start(neg(port))
+        await wait_for(lambda: eng.offload_on)
+        os.kill(eng.offload.proc.pid, signal.SIGSTOP)  # a worker that is not scheduled
+        try:
+            n = len(rx.packets.get(s.local_port, []))
+            # the 1 MB ring holds ~5,400 packets: fill it by hand, then the pacer's next packets overflow
+            while True:
+                try:
+                    eng.offload.writer.put(s._slot, b"\x80" + bytes(171), 0.0)
+                except RingFull:
+                    break
+            await wait_for(lambda: eng.offload_overflows >= 5)
+            await wait_for(lambda: len(rx.packets.get(s.local_port, [])) >= n + 5)
+        finally:
+            os.kill(eng.offload.proc.pid, signal.SIGCONT)
+        assert eng.send_stats().offload_overflows >= 5
+    finally:
+        await eng.close()
+        transport.close()
+
+
+@pytest.mark.parametrize("setting,cpus,expected", [("on", 1, True), ("off", 4, False), ("auto", 1, False),
+                                                   ("auto", 2, True)])
+def test_auto_uses_the_worker_only_with_a_second_cpu(monkeypatch, setting, cpus, expected):
+    from ivr import app
+
+    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert app.use_send_worker(setting) is expected
