@@ -18,7 +18,11 @@ name                                       type       labels           who updat
                                                                        ``not_enough_speech``, ``not_enrolled``,
                                                                        ``locked_out``, ``error``
 ``contact_rtp_errors_total``               counter    ``kind``         media: ``malformed``, ``wrong_ssrc``,
-                                                                       ``send_failed``, ``late``, ...
+                                                                       ``send_failed``, ``late``,
+                                                                       ``send_worker_full`` (sent by the loop
+                                                                       instead), ``send_dropped``, ...
+``contact_rtp_send_worker_up``             gauge      -                media: 1 while the RTP send worker process
+                                                                       sends, 0 when the event loop sends itself
 ``contact_sip_malformed_total``            counter    -                SIP transport: messages refused by the parser
 ``contact_screen_pop_latency_seconds``     histogram  -                ``ScreenPopHub``: ring notified -> pop written
                                                                        to the agent's websocket(s)
@@ -41,6 +45,8 @@ ACTIVE_CALLS = Gauge("contact_active_calls", "Calls in progress", registry=REGIS
 QUEUE_SIZE = Gauge("contact_queue_size", "Callers waiting in each queue", ["queue"], registry=REGISTRY)
 VERIFICATIONS = Counter("contact_verification", "Voice verification decisions", ["decision"], registry=REGISTRY)
 RTP_ERRORS = Counter("contact_rtp_errors", "RTP packets dropped or failed, by kind", ["kind"], registry=REGISTRY)
+RTP_SEND_WORKER_UP = Gauge("contact_rtp_send_worker_up", "1 while the RTP send worker process sends",
+                           registry=REGISTRY)
 SIP_MALFORMED = Counter("contact_sip_malformed", "SIP messages refused by the parser", registry=REGISTRY)
 SCREEN_POP_LATENCY = Histogram(
     "contact_screen_pop_latency_seconds", "From the ring notification to the pop written to the agent's sockets",
@@ -60,5 +66,5 @@ def set_queue_sizes(sizes: dict[str, int]) -> None:
         QUEUE_SIZE.labels(queue=queue).set(size)
 
 
-__all__ = ["REGISTRY", "CALLS", "ACTIVE_CALLS", "QUEUE_SIZE", "VERIFICATIONS", "RTP_ERRORS", "SIP_MALFORMED",
+__all__ = ["REGISTRY", "CALLS", "ACTIVE_CALLS", "QUEUE_SIZE", "VERIFICATIONS", "RTP_ERRORS", "RTP_SEND_WORKER_UP", "SIP_MALFORMED",
            "SCREEN_POP_LATENCY", "DESKTOP_SOCKETS", "LOGIN_FAILURES", "render", "set_queue_sizes"]

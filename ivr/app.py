@@ -183,6 +183,7 @@ async def build_server(cfg: ServerConfig, *, seed_demo: bool = False, clock=time
     media = MediaEngine(cfg.rtp.host, cfg.rtp.port_min, cfg.rtp.port_max, dtmf_mode=DtmfMode(cfg.sip.dtmf_mode),
                         send_offload=use_send_worker(cfg.rtp.send_worker), send_priority=cfg.rtp.send_worker_priority)
     server.media = media
+    await media.start()
     domains = tuple(cfg.sip.domains) + ((cfg.sip.host,) if cfg.sip.domains else ())
     ua = SipUserAgent(UaConfig(host=cfg.sip.advertised_host or cfg.sip.host, port=cfg.sip.port,
                                user_agent=cfg.sip.user_agent, max_message_size=cfg.sip.limits.max_message_size,
@@ -273,6 +274,7 @@ async def _sync_counters(ua, media, interval: float = 5.0) -> None:
 
     sip_seen = 0
     rtp_seen: dict[int, int] = {}
+    worker_seen: dict[str, int] = {}
     while True:
         sip_now = ua.stats.malformed
         if sip_now > sip_seen:
@@ -286,6 +288,15 @@ async def _sync_counters(ua, media, interval: float = 5.0) -> None:
             if delta > 0:
                 metrics.RTP_ERRORS.labels(kind="malformed").inc(delta)
         rtp_seen = current
+        metrics.RTP_SEND_WORKER_UP.set(1 if media.offload_on else 0)
+        worker = media.offload.counters() if media.offload is not None else {}
+        worker["send_worker_full"] = media.offload_overflows
+        for kind, key in (("send_failed", "errors"), ("send_dropped", "dropped"),
+                          ("send_worker_full", "send_worker_full")):
+            n = worker.get(key, 0)
+            if n > worker_seen.get(key, 0):
+                metrics.RTP_ERRORS.labels(kind=kind).inc(n - worker_seen.get(key, 0))
+            worker_seen[key] = n
         await asyncio.sleep(interval)
 
 

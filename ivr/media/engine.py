@@ -111,7 +111,7 @@ class SendStats:
     offloaded: bool = False
     """Whether a send worker process is sending (``media.send_worker``)."""
     offload_overflows: int = 0
-    """Packets the loop sent itself because the worker's ring was full."""
+    """Packets the loop sent itself because the worker's ring was full (since start: not reset)."""
     """Send jitter as RFC 3550 defines D(i-1, i) for a receiver, on the send side: how much the spacing of two
     consecutive packets of a call differs from the spacing of their timestamps (|lateness(i) - lateness(i-1)|).
     Lateness is stricter: it also counts a delay that every packet shares."""
@@ -238,6 +238,20 @@ class MediaEngine:
         if self.offload_on:
             assert self.offload is not None
             self.offload.close(session._slot)
+
+    async def start(self, ready_timeout: float = 5.0) -> None:
+        """Start the send worker now rather than at the first call, and wait until it is ready (or has failed):
+        a server should not pay the worker's start-up during a call. Optional: sessions work without it."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if not self.send_offload or self._offload_tried:
+            return
+        self._start_offload(loop)
+        for _ in range(int(ready_timeout / 0.02)):
+            if self.offload is None or self.offload_on or not self.offload.alive:
+                return
+            await asyncio.sleep(0.02)
+        log.warning("the RTP send worker is not ready after %.0f s: the event loop sends until it is", ready_timeout)
 
     # -- send worker -------------------------------------------------------------------------------------------
     def _start_offload(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -397,6 +411,5 @@ class MediaEngine:
         self.gap_hist = LatencyHistogram()
         self.jitter_hist = LatencyHistogram()
         self.skipped_frames = 0
-        self.offload_overflows = 0
         if self.offload is not None:
             self.offload.reset_stats()

@@ -84,6 +84,10 @@ async def test_serve_command_answers_and_greets(tmp_path):
                 exposition = await resp.text()
         assert 'contact_calls_total{outcome="ivr_abandoned"} 1.0' in exposition, exposition[:2000]
         assert "contact_active_calls 0.0" in exposition
+        from ivr.app import use_send_worker
+
+        # RTP went out through the send worker process where the machine has a second CPU
+        assert f"contact_rtp_send_worker_up {1.0 if use_send_worker('auto') else 0.0}" in exposition
         proc.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(proc.wait(), 30)
         await asyncio.wait_for(drain, 5)

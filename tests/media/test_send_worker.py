@@ -131,3 +131,24 @@ def test_auto_uses_the_worker_only_with_a_second_cpu(monkeypatch, setting, cpus,
 
     monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert app.use_send_worker(setting) is expected
+
+
+async def test_start_brings_the_worker_up_before_the_first_call_and_close_stops_it():
+    eng = MediaEngine("127.0.0.1", 43800, 43900, send_offload=True, send_priority="normal")
+    try:
+        await eng.start()
+        assert eng.offload_on and eng.offload.priority_got == "normal"
+        await eng.start()  # idempotent
+        proc = eng.offload.proc
+    finally:
+        await eng.close()
+    assert proc.poll() is not None and not eng.offload_on
+
+
+async def test_an_engine_without_the_worker_starts_none():
+    eng = MediaEngine("127.0.0.1", 43900, 43950)
+    await eng.start()
+    s = await eng.open_session()
+    assert eng.offload is None and not eng.offload_on
+    await s.close()
+    await eng.close()
