@@ -123,6 +123,8 @@ class SendStats:
 class MediaEngine:
     """Owns the RTP port range and the shared pacer. One per process (or per media address)."""
 
+    OFFLOAD_RESTART_S = 5.0
+
     def __init__(self, host: str = "0.0.0.0", port_min: int = 10000, port_max: int = 20000, *,
                  tick_ms: int = 2, max_burst: int = 3, send_silence: bool = True,
                  dtmf_mode: DtmfMode = DtmfMode.AUTO, receive_buffer: int = 1 << 18,
@@ -157,6 +159,9 @@ class MediaEngine:
         self.offload_overflows = 0
         self._offload_tried = False
         self._flush_handle: asyncio.Handle | None = None
+        self._restart_handle: asyncio.TimerHandle | None = None
+        self._offload_restarts = 0
+        self._closing = False
         self._slots = 0
         self._ticker: Ticker | None = None
         self._ticking = False
@@ -270,10 +275,26 @@ class MediaEngine:
         assert self.offload is not None
         for s in self._sessions:
             self.offload.open(s._slot, s._sock)
+            s._offload_dest = None  # a new worker knows no destination yet
         self.offload_on = self.offload.alive
 
     def _offload_lost(self) -> None:
+        """The loop sends from now on; a new worker is started a little later (a worker that keeps dying costs
+        one start every ``OFFLOAD_RESTART_S``, the calls nothing)."""
         self.offload_on = False
+        if self._loop is not None and not self._closing:
+            self._restart_handle = self._loop.call_later(self.OFFLOAD_RESTART_S, self._restart_offload)
+
+    def _restart_offload(self) -> None:
+        self._restart_handle = None
+        if self._closing or self._loop is None:
+            return
+        old = self.offload
+        self.offload = None
+        if old is not None:
+            self._loop.create_task(old.stop())
+        self._offload_restarts += 1
+        self._start_offload(self._loop)
 
     def schedule_flush(self) -> None:
         """Packets put outside a tick (relayed by a bridge from a receive callback) are published once per
@@ -288,6 +309,10 @@ class MediaEngine:
             self.offload.flush()
 
     async def close(self) -> None:
+        self._closing = True
+        if self._restart_handle is not None:
+            self._restart_handle.cancel()
+            self._restart_handle = None
         for s in list(self._sessions):
             await s.close()
         if self._ticker is not None:

@@ -54,6 +54,7 @@ class SendWorker:
         self.gap: list[float] = []
         self.jitter: list[float] = []
         self.folded = time.monotonic()
+        self.closing: list[int] = []
 
     def control(self) -> bool:
         """Apply every pending control message; False when the event loop's end is gone."""
@@ -75,13 +76,8 @@ class SendWorker:
             elif kind == CTRL_DEST:
                 slot, port = _SLOT_PORT.unpack_from(body)
                 self.dests[slot] = (body[_SLOT_PORT.size:].decode(), port)
-            elif kind == CTRL_CLOSE:
-                slot = _SLOT.unpack_from(body)[0]
-                s = self.socks.pop(slot, None)
-                if s is not None:
-                    s.close()
-                self.dests.pop(slot, None)
-                self.last.pop(slot, None)
+            elif kind == CTRL_CLOSE:  # after the ring pass: the leg's last packets are already in the ring
+                self.closing.append(_SLOT.unpack_from(body)[0])
             elif kind == CTRL_RESET:
                 self.late.clear()
                 self.gap.clear()
@@ -156,6 +152,16 @@ class SendWorker:
             if "wake" in ready and not self.wake():
                 return
             self.send_pending()
+            self.close_legs()
+
+    def close_legs(self) -> None:
+        for slot in self.closing:
+            s = self.socks.pop(slot, None)
+            if s is not None:
+                s.close()
+            self.dests.pop(slot, None)
+            self.last.pop(slot, None)
+        self.closing.clear()
 
 
 def raise_priority(mode: str) -> str:

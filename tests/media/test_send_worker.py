@@ -77,22 +77,28 @@ async def test_worker_sends_each_legs_packets_from_its_port_in_order_and_measure
     assert proc.poll() is not None  # stopped with the engine
 
 
-async def test_when_the_worker_dies_the_loop_sends_again_without_a_gap_in_sequence():
+async def test_when_the_worker_dies_the_loop_sends_until_a_new_worker_is_up():
     transport, rx, port = await receiver()
     eng = MediaEngine("127.0.0.1", 43400, 43500, send_offload=True, send_priority="normal")
+    eng.OFFLOAD_RESTART_S = 0.5
     try:
         s = await eng.open_session()
         s.start(neg(port))
         await wait_for(lambda: eng.offload_on)
         await wait_for(lambda: eng.offload.counters()["sent"] >= 10)
-        os.kill(eng.offload.proc.pid, signal.SIGKILL)
+        first = eng.offload
+        os.kill(first.proc.pid, signal.SIGKILL)
         await wait_for(lambda: not eng.offload_on)
         n = len(rx.packets[s.local_port])
         await wait_for(lambda: len(rx.packets[s.local_port]) >= n + 10)
+        assert contiguous(rx.packets[s.local_port][n:])  # the loop's own sends
+        await wait_for(lambda: eng.offload_on and eng.offload is not first)
+        await wait_for(lambda: eng.offload.counters()["sent"] >= 10)  # the new worker knows the leg again
         pkts = rx.packets[s.local_port]
         assert contiguous(pkts[n:])
         # at most the packets in the ring when it died are lost
         assert (pkts[-1].sequence - pkts[0].sequence + 1) - len(pkts) <= 3
+        assert first.proc is None or first.proc.poll() is not None
     finally:
         await eng.close()
         transport.close()
@@ -152,3 +158,50 @@ async def test_an_engine_without_the_worker_starts_none():
     assert eng.offload is None and not eng.offload_on
     await s.close()
     await eng.close()
+
+
+def test_a_legs_last_packets_leave_before_its_close_is_applied():
+    """The worker in this process, one wake-up by hand: a leg closed right after its last packets were put in
+    the ring still sends them (closing is applied after the ring pass, opening before)."""
+    import socket
+    import struct
+
+    from ivr.media.send_ring import CTRL_CLOSE, CTRL_DEST, CTRL_OPEN, RingWriter, region_size
+    from ivr.media.send_worker import SendWorker
+
+    cap = 1 << 16
+    buf = memoryview(bytearray(region_size(cap)))
+    ctrl, ctrl_worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    wake_r, wake_w = os.pipe()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2)
+    leg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    leg.bind(("127.0.0.1", 0))
+    try:
+        ctrl_worker.setblocking(False)
+        worker = SendWorker(buf, cap, ctrl_worker, wake_r)
+        writer = RingWriter(buf, cap)
+        socket.send_fds(ctrl, [CTRL_OPEN + struct.pack("<I", 5)], [leg.fileno()])
+        ctrl.send(CTRL_DEST + struct.pack("<IH", 5, rx.getsockname()[1]) + b"127.0.0.1")
+        for i in range(3):
+            writer.put(5, b"\x80\x00" + bytes([0, i]) + bytes(8), 0.0)
+        writer.put(6, b"\x80\x00\x00\x09" + bytes(8), 0.0)  # a leg the worker was never given
+        ctrl.send(CTRL_CLOSE + struct.pack("<I", 5))
+        os.write(wake_w, struct.pack("<Q", writer.head))
+        assert worker.control() and worker.wake()
+        worker.send_pending()
+        worker.close_legs()
+        got = [rx.recvfrom(100) for _ in range(3)]
+        assert [d[3] for d, _ in got] == [0, 1, 2]
+        assert {a[1] for _, a in got} == {leg.getsockname()[1]}  # from the leg's own port
+        assert worker.socks == {} and worker.dests == {}
+        counters = struct.unpack_from("<QQQ", buf, 16)
+        assert counters == (3, 0, 1)  # sent, errors, dropped (slot 6)
+        ctrl.close()
+        assert not worker.control()  # the loop's end is gone: the worker stops
+    finally:
+        for s in (rx, leg, ctrl, ctrl_worker):
+            s.close()
+        os.close(wake_r)
+        os.close(wake_w)
