@@ -238,7 +238,7 @@ async def main_async(args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100, 200, 300, 400, 500])
+    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100, 200, 300, 400, 500, 600])
     ap.add_argument("--step-seconds", type=float, default=15)
     ap.add_argument("--concurrent", type=lambda s: [int(x) for x in s.split(",")], default=[100, 250, 400, 500, 600])
     ap.add_argument("--hold", type=float, default=30, help="seconds each concurrent call is held")

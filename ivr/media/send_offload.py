@@ -8,6 +8,7 @@ the offload only ever moves work, never loses a packet it could have sent.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import mmap
 import os
@@ -63,6 +64,7 @@ class SendOffload:
         self._wake_w = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_death = None  # called once when the worker is lost
+        self._backlog: collections.deque[tuple[bytes, int | None]] = collections.deque()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if not hasattr(os, "memfd_create") or not hasattr(socket, "send_fds"):
@@ -88,6 +90,10 @@ class SendOffload:
             os.close(wake_r)
         os.set_blocking(wake_w, False)
         ctrl.setblocking(False)
+        try:
+            ctrl.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+        except OSError:
+            pass
         self._ctrl = ctrl
         self._wake_w = wake_w
         buf = memoryview(self._mm)
@@ -122,22 +128,59 @@ class SendOffload:
         log.error("%s (exit status %s): the event loop sends RTP itself from now on", why, code)
         if self._loop is not None and self._ctrl is not None:
             self._loop.remove_reader(self._ctrl.fileno())
+            self._loop.remove_writer(self._ctrl.fileno())
+        self._close_backlog()
         if self.on_death:
             self.on_death()
 
-    def _control(self, msg: bytes, fds: list[int] | None = None) -> None:
+    def _control(self, msg: bytes, fd: int | None = None) -> None:
+        """Messages wait in order in ``_backlog`` while the socket is full (a worker that is behind, hundreds of
+        calls set up at once); a socket queued with its message is a duplicate, so the leg may close meanwhile."""
         if not self.alive or self._ctrl is None:
             return
+        if self._backlog:
+            self._backlog.append((msg, os.dup(fd) if fd is not None else None))
+            return
         try:
-            if fds:
-                socket.send_fds(self._ctrl, [msg], fds)
-            else:
-                self._ctrl.send(msg)
+            self._send_control(msg, fd)
+        except BlockingIOError:
+            self._backlog.append((msg, os.dup(fd) if fd is not None else None))
+            assert self._loop is not None
+            self._loop.add_writer(self._ctrl.fileno(), self._drain_backlog)
         except OSError as e:
             self._lost(f"the RTP send worker's control socket failed ({e})")
 
+    def _send_control(self, msg: bytes, fd: int | None) -> None:
+        assert self._ctrl is not None
+        if fd is not None:
+            socket.send_fds(self._ctrl, [msg], [fd])
+        else:
+            self._ctrl.send(msg)
+
+    def _drain_backlog(self) -> None:
+        while self._backlog and self._ctrl is not None:
+            msg, fd = self._backlog[0]
+            try:
+                self._send_control(msg, fd)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._lost(f"the RTP send worker's control socket failed ({e})")
+                return
+            self._backlog.popleft()
+            if fd is not None:
+                os.close(fd)
+        if self._ctrl is not None and self._loop is not None:
+            self._loop.remove_writer(self._ctrl.fileno())
+
+    def _close_backlog(self) -> None:
+        while self._backlog:
+            _, fd = self._backlog.popleft()
+            if fd is not None:
+                os.close(fd)
+
     def open(self, slot: int, sock: socket.socket) -> None:
-        self._control(CTRL_OPEN + _SLOT.pack(slot), [sock.fileno()])
+        self._control(CTRL_OPEN + _SLOT.pack(slot), sock.fileno())
 
     def dest(self, slot: int, addr: tuple) -> None:
         self._control(CTRL_DEST + _SLOT_PORT.pack(slot, addr[1]) + str(addr[0]).encode())
@@ -180,8 +223,10 @@ class SendOffload:
         if self._ctrl is not None:
             if self._loop is not None and was_alive:
                 self._loop.remove_reader(self._ctrl.fileno())
+                self._loop.remove_writer(self._ctrl.fileno())
             self._ctrl.close()
             self._ctrl = None
+        self._close_backlog()
         if self._wake_w >= 0:
             os.close(self._wake_w)
             self._wake_w = -1

@@ -147,7 +147,7 @@ class _Playback:
         off = pos - self._enc_start
         if self._enc_codec is not codec or off < 0 or off + spp > len(self._enc):
             chunk = self.pcm[pos: pos + spp * _ENCODE_FRAMES]
-            short = -len(chunk) % spp
+            short = -len(chunk) % spp if len(chunk) else spp  # past the end (frames skipped): silence
             if short:
                 chunk = np.concatenate([chunk, np.zeros(short, np.int16)])
             self._enc = codec.encode_table[chunk.view(np.uint16)].tobytes()

@@ -9,6 +9,7 @@ from ivr.media.g711 import Codec
 from ivr.media.rtp import RtpPacket
 from ivr.media.sdp import Direction, NegotiatedMedia
 from ivr.media.engine import LatencyHistogram, MediaEngine
+from ivr.media.session import PlayEnd
 
 
 class CaptureTransport:
@@ -70,6 +71,24 @@ async def test_playback_advances_with_skips_and_completes(engine):
     res = await task
     assert res.samples_played == len(prompt)
     assert len(cap.sent) == 6 and s.stats.skipped_frames == 4
+
+
+async def test_skipping_past_the_end_of_a_prompt_finishes_it_with_silence(engine):
+    """A stalled loop can skip beyond the last frame of a prompt: the frames still due are silence, the prompt
+    completes, and the session keeps sending (it once raised and closed the call)."""
+    s, cap = await paced_session(engine)
+    prompt = (np.arange(160 * 2 + 40, dtype=np.int16) * 50)  # 2 frames and a quarter
+    task = asyncio.ensure_future(s.play(prompt))
+    await asyncio.sleep(0)
+    s._next_tick = 0
+    s._pace_tick(2 * 5)  # 6 frames due: 3 skipped (past the end), 3 sent
+    res = await task
+    assert res.reason is PlayEnd.COMPLETED
+    assert s.stats.skipped_frames == 3 and len(cap.sent) >= 1
+    assert not s.closed
+    s._pace_tick(s._next_tick)
+    silence = Codec.PCMU.silence_byte
+    assert cap.sent[-1][0].payload == bytes([silence]) * 160
 
 
 async def test_hold_sends_nothing_but_time_moves(engine):

@@ -205,3 +205,37 @@ def test_a_legs_last_packets_leave_before_its_close_is_applied():
             s.close()
         os.close(wake_r)
         os.close(wake_w)
+
+
+async def test_a_full_control_socket_queues_messages_instead_of_dropping_the_worker():
+    """Hundreds of legs set up while the worker is not scheduled fill its control socket: the messages wait
+    (sockets duplicated, so legs may close meanwhile) and reach it in order once it runs again."""
+    transport, rx, port = await receiver()
+    eng = MediaEngine("127.0.0.1", 44000, 44990, send_offload=True, send_priority="normal")
+    try:
+        await eng.start()
+        off = eng.offload
+        os.kill(off.proc.pid, signal.SIGSTOP)
+        try:
+            sessions = []
+            for _ in range(300):
+                s = await eng.open_session()
+                sessions.append(s)
+            for i in range(20000):
+                off.dest(sessions[0]._slot, ("127.0.0.1", port))
+                if off._backlog:
+                    break
+            assert off._backlog and off.alive
+            for s in sessions[1:]:
+                await s.close()  # while their OPEN may still be queued
+        finally:
+            os.kill(off.proc.pid, signal.SIGCONT)
+        await wait_for(lambda: not off._backlog)
+        assert off.alive and eng.offload_on
+        s = sessions[0]
+        s.start(neg(port))
+        await wait_for(lambda: len(rx.packets.get(s.local_port, [])) >= 5)
+        assert contiguous(rx.packets[s.local_port])
+    finally:
+        await eng.close()
+        transport.close()
