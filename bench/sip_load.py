@@ -65,9 +65,20 @@ class PromptApp:
                 return
 
 
-async def start_server(app, dtmf_mode: DtmfMode, send_worker: bool) -> tuple[SipServer, CallManager, MediaEngine]:
+async def start_server(app, dtmf_mode: DtmfMode,
+                       send_worker: bool | None = None,
+                       send_priority: str = "realtime") -> tuple[SipServer, CallManager, MediaEngine]:
+    """As ``serve`` wires it; ``send_worker`` None: as ``rtp.send_worker: auto`` decides on this machine."""
+    from ivr.app import send_worker_needs_realtime, use_send_worker
+
+    needs_realtime = False
+    if send_worker is None:
+        send_worker = use_send_worker("auto")
+        needs_realtime = send_worker_needs_realtime("auto")
     ua = SipUserAgent(UaConfig(host="127.0.0.1", port=0))
-    media = MediaEngine("127.0.0.1", 20000, 29998, dtmf_mode=dtmf_mode, send_offload=send_worker)
+    media = MediaEngine("127.0.0.1", 20000, 29998, dtmf_mode=dtmf_mode, send_offload=send_worker,
+                        send_priority=send_priority, send_needs_realtime=needs_realtime)
+    await media.start()
     ref: dict = {}
 
     async def on_event(ev):
@@ -192,10 +203,13 @@ async def main_async(args) -> dict:
     pcm = load_wav_8k(GREETING)
     prompt_2s = pcm[: 2 * 8000]
     results: dict = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "dtmf_mode": args.dtmf_mode, "send_worker": args.send_worker, "rate_steps": [], "concurrency_steps": []}
+                     "dtmf_mode": args.dtmf_mode, "rate_steps": [], "concurrency_steps": []}
     mode = DtmfMode(args.dtmf_mode)
 
-    sip, manager, media = await start_server(PromptApp(prompt_2s, loop=False), mode, args.send_worker)
+    sip, manager, media = await start_server(PromptApp(prompt_2s, loop=False), mode, args.send_worker,
+                                             args.send_worker_priority)
+    results["send_worker"] = media.offload_on
+    results["send_worker_priority"] = media.offload.priority_got if media.offload else None
     try:
         for rate in args.rates:
             step = await rate_step(sip.bound_port, rate, args.step_seconds, hold_ms=2000)
@@ -216,7 +230,7 @@ async def main_async(args) -> dict:
     voice = Path(tempfile.mkdtemp()) / "voice.ulaw"
     subprocess.run(["sox", str(GREETING), "-t", "raw", "-e", "mu-law", "-r", "8000", "-c", "1", str(voice)],
                    check=True)
-    sip, manager, media = await start_server(PromptApp(pcm, loop=True), mode, args.send_worker)
+    sip, manager, media = await start_server(PromptApp(pcm, loop=True), mode, args.send_worker, args.send_worker_priority)
     try:
         for n in args.concurrent:
             step = await concurrency_step(sip.bound_port, media, n, args.hold, voice)
@@ -243,8 +257,9 @@ def main() -> int:
     ap.add_argument("--concurrent", type=lambda s: [int(x) for x in s.split(",")], default=[100, 250, 400, 500, 600])
     ap.add_argument("--hold", type=float, default=30, help="seconds each concurrent call is held")
     ap.add_argument("--dtmf-mode", default="auto", choices=["auto", "rfc4733", "inband", "info"])
-    ap.add_argument("--send-worker", action=argparse.BooleanOptionalAction, default=True,
-                    help="RTP sent by the send worker process (media.send_worker, on in serve by default)")
+    ap.add_argument("--send-worker", action=argparse.BooleanOptionalAction, default=None,
+                    help="RTP sent by the send worker process (default: as rtp.send_worker: auto decides here)")
+    ap.add_argument("--send-worker-priority", default="realtime", choices=["realtime", "nice", "normal"])
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "sip_load.json"))
     args = ap.parse_args()

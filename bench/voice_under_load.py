@@ -194,7 +194,8 @@ async def main_async(args) -> dict:
                      "dtmf_mode": args.dtmf_mode, "probe_seconds": 3.0, "workers": 1,
                      "switch_interval_s": sys.getswitchinterval(), "voice_cpus": list(cpus) if cpus else None,
                      "server_cpus": sorted(os.sched_getaffinity(0)), "gc": args.gc,
-                     "embed_only": args.embed_only, "decisions": args.decisions}
+                     "embed_only": args.embed_only, "decisions": args.decisions,
+                     "send_worker": media.offload_on}
     phase: dict[str, dict] = {}
     try:
         sipp = asyncio.ensure_future(run_sipp(sipp_args, tmp, hold + 120))

@@ -94,8 +94,8 @@ class RtpConfig(_Strict):
     codecs: list[Literal["PCMU", "PCMA"]] = ["PCMU", "PCMA"]
     ptime: int = Field(20, ge=10, le=60)
     send_worker: Literal["auto", "on", "off"] = "auto"
-    """RTP packets sent by a worker process (the event loop only copies them into shared memory): auto = when
-    the server may run on two CPUs or more."""
+    """RTP packets sent by a worker process (the event loop only copies them into shared memory): auto = with four
+    CPUs or more, or two or three when the worker gets real-time priority."""
     send_worker_priority: Literal["realtime", "nice", "normal"] = "realtime"
     """Scheduling the worker asks for; realtime needs root or CAP_SYS_NICE and falls back to nice, then normal."""
 

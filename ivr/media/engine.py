@@ -129,7 +129,7 @@ class MediaEngine:
                  tick_ms: int = 2, max_burst: int = 3, send_silence: bool = True,
                  dtmf_mode: DtmfMode = DtmfMode.AUTO, receive_buffer: int = 1 << 18,
                  clock: TickerKind | str = TickerKind.AUTO, send_offload: bool = False,
-                 send_priority: str = "realtime"):
+                 send_priority: str = "realtime", send_needs_realtime: bool = False):
         if port_min < 1 or port_max > 65535 or port_max < port_min + 1:
             raise MediaError(f"invalid RTP port range {port_min}-{port_max}: needs at least two ports in 1-65535")
         self.host = host
@@ -154,6 +154,7 @@ class MediaEngine:
         self.clock = TickerKind(clock)
         self.send_offload = send_offload
         self.send_priority = send_priority
+        self.send_needs_realtime = send_needs_realtime
         self.offload: SendOffload | None = None
         self.offload_on = False
         self.offload_overflows = 0
@@ -254,7 +255,7 @@ class MediaEngine:
         self._start_offload(loop)
         for _ in range(int(ready_timeout / 0.02)):
             if self.offload is None or self.offload_on or not self.offload.alive:
-                return
+                return  # ready, declined or failed
             await asyncio.sleep(0.02)
         log.warning("the RTP send worker is not ready after %.0f s: the event loop sends until it is", ready_timeout)
 
@@ -273,6 +274,14 @@ class MediaEngine:
 
     def _offload_ready(self) -> None:
         assert self.offload is not None
+        if self.send_needs_realtime and self.offload.priority_got != "realtime":
+            log.info("RTP send worker without real-time priority (%s) on a small machine: the event loop sends "
+                     "(rtp.send_worker: on keeps it)", self.offload.priority_got)
+            offload, self.offload = self.offload, None
+            self.offload_on = False
+            assert self._loop is not None
+            self._loop.create_task(offload.stop())
+            return
         for s in self._sessions:
             self.offload.open(s._slot, s._sock)
             s._offload_dest = None  # a new worker knows no destination yet

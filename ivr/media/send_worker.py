@@ -183,8 +183,18 @@ def raise_priority(mode: str) -> str:
     return "normal"
 
 
+def any_cpu() -> None:
+    """The server may have left some CPUs to the voice workers (``voice.cpus``) before starting us: this process
+    runs wherever a CPU is free, and with real-time priority it preempts a voice worker rather than the loop."""
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str]) -> int:
     memfd, capacity, ctrl_fd, wake_fd = (int(a) for a in argv[:4])
+    any_cpu()
     got = raise_priority(argv[4] if len(argv) > 4 else "normal")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server's Ctrl-C is for the server; EOF stops us
     import mmap

@@ -239,3 +239,28 @@ async def test_a_full_control_socket_queues_messages_instead_of_dropping_the_wor
     finally:
         await eng.close()
         transport.close()
+
+
+async def test_a_worker_that_must_be_realtime_and_is_not_is_stopped_and_the_loop_sends():
+    eng = MediaEngine("127.0.0.1", 44000, 44100, send_offload=True, send_priority="normal",
+                      send_needs_realtime=True)
+    try:
+        await eng.start()
+        assert not eng.offload_on and eng.offload is None
+        transport, rx, port = await receiver()
+        s = await eng.open_session()
+        s.start(neg(port))
+        await wait_for(lambda: len(rx.packets.get(s.local_port, [])) >= 3)
+        transport.close()
+    finally:
+        await eng.close()
+
+
+@pytest.mark.parametrize("setting,cpus,expected", [("auto", 2, True), ("auto", 3, True), ("auto", 4, False),
+                                                   ("on", 2, False)])
+def test_auto_on_a_small_machine_keeps_the_worker_only_with_realtime_priority(monkeypatch, setting, cpus,
+                                                                               expected):
+    from ivr import app
+
+    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert app.send_worker_needs_realtime(setting) is expected
