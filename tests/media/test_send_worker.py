@@ -264,3 +264,44 @@ def test_auto_on_a_small_machine_keeps_the_worker_only_with_realtime_priority(mo
 
     monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert app.send_worker_needs_realtime(setting) is expected
+
+
+def test_the_worker_exits_when_the_server_is_killed():
+    """kill -9 of the server alone (not its process group) leaves no orphan: the worker sees its control socket
+    close and exits."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, sys\n"
+        "from ivr.media.engine import MediaEngine\n"
+        "async def main():\n"
+        "    eng = MediaEngine('127.0.0.1', 44200, 44300, send_offload=True, send_priority='normal')\n"
+        "    await eng.start()\n"
+        "    print(eng.offload.proc.pid if eng.offload_on else 0, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n")
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        worker_pid = int(server.stdout.readline())
+        assert worker_pid > 0
+        server.kill()
+        server.wait()
+        for _ in range(250):
+            try:
+                os.kill(worker_pid, 0)
+            except ProcessLookupError:
+                break
+            try:
+                with open(f"/proc/{worker_pid}/stat") as f:
+                    if f.read().split(") ", 1)[1].startswith("Z"):
+                        break  # exited, waiting to be reaped by init
+            except FileNotFoundError:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the send worker outlived the server")
+    finally:
+        if server.poll() is None:
+            server.kill()
