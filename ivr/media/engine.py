@@ -163,6 +163,7 @@ class MediaEngine:
         self._restart_handle: asyncio.TimerHandle | None = None
         self._offload_restarts = 0
         self._closing = False
+        self._tasks: set[asyncio.Task] = set()
         self._slots = 0
         self._ticker: Ticker | None = None
         self._ticking = False
@@ -279,13 +280,18 @@ class MediaEngine:
                      "(rtp.send_worker: on keeps it)", self.offload.priority_got)
             offload, self.offload = self.offload, None
             self.offload_on = False
-            assert self._loop is not None
-            self._loop.create_task(offload.stop())
+            self._background(offload.stop())
             return
         for s in self._sessions:
             self.offload.open(s._slot, s._sock)
             s._offload_dest = None  # a new worker knows no destination yet
         self.offload_on = self.offload.alive
+
+    def _background(self, coro) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _offload_lost(self) -> None:
         """The loop sends from now on; a new worker is started a little later (a worker that keeps dying costs
@@ -301,7 +307,7 @@ class MediaEngine:
         old = self.offload
         self.offload = None
         if old is not None:
-            self._loop.create_task(old.stop())
+            self._background(old.stop())
         self._offload_restarts += 1
         self._start_offload(self._loop)
 
@@ -332,6 +338,8 @@ class MediaEngine:
         if self.offload is not None:
             self.offload_on = False
             await self.offload.stop()
+        for task in list(self._tasks):
+            await task
 
     # -- pacer -------------------------------------------------------------------------------------------------
     def _pace(self, session: MediaSession) -> None:
