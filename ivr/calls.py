@@ -98,6 +98,7 @@ class Leg:
     answered_at: float | None = None
     ended_at: float | None = None
     _answered: asyncio.Future | None = None
+    _offer_sdp: object = None  # our SDP offer on an outgoing leg, to start its media as soon as the 200 OK lands
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -309,12 +310,27 @@ class CallManager:
             self._refer(leg, event)
         elif isinstance(event, OutgoingAnswered):
             if leg._answered is not None and not leg._answered.done():
+                self._start_answered_media(leg, event.response)
                 leg._answered.set_result(event.response)
         elif isinstance(event, OutgoingFailed):
             if leg._answered is not None and not leg._answered.done():
                 leg._answered.set_exception(OriginateFailed(event.status, event.reason))
         elif isinstance(event, (OutgoingProgress, ReInviteCompleted)):
             pass
+
+    @staticmethod
+    def _start_answered_media(leg: Leg, response) -> None:
+        """Start the media of an answered outgoing leg now, not when ``originate`` resumes: the far end's first
+        packets can arrive in the same loop iteration as its 200 OK, and a session not yet started drops them
+        (the start of a greeting, an agent's "hello")."""
+        if leg._offer_sdp is None or leg.session is None or leg.negotiated is not None:
+            return
+        try:
+            negotiated = parse_answer(leg._offer_sdp, response.body)
+        except Exception:  # originate parses it again and reports the error
+            return
+        leg.session.start(negotiated)
+        leg.negotiated = negotiated
 
     def _incoming(self, ev: IncomingCall) -> None:
         src_ip = ev.source[0]
@@ -483,13 +499,18 @@ class CallManager:
 
     async def originate(self, target: str, from_uri: str, *, credentials: tuple[str, str] | None = None,
                         destination: tuple[str, int] | None = None, headers=(), ring_timeout: float = 20.0,
-                        dtmf_mode=None) -> Leg:
-        """Call a SIP URI; returns the answered leg with its media session, or raises OriginateFailed."""
+                        dtmf_mode=None, on_session=None) -> Leg:
+        """Call a SIP URI; returns the answered leg with its media session, or raises OriginateFailed.
+        ``on_session(session)`` runs before the INVITE goes out: a listener added there hears the far end's very
+        first packets."""
         session = await self.media.open_session(dtmf_mode=dtmf_mode, name=target)
+        if on_session is not None:
+            on_session(session)
         offer_sdp = make_offer(self.local_ip, session.local_port, tuple(self.codecs))
         handle = self.sip.invite(target, from_uri, offer_sdp, headers=headers,
                                                        credentials=credentials, destination=destination)
         leg = Leg(self, handle, outgoing=True, session=session)
+        leg._offer_sdp = offer_sdp
         leg._answered = asyncio.get_running_loop().create_future()
         # A failure that lands after we stopped waiting (timeout, cancel) is expected: mark it retrieved.
         leg._answered.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -507,9 +528,10 @@ class CallManager:
             leg.hangup()
             await session.close()
             raise
-        negotiated = parse_answer(offer_sdp, response.body)
-        session.start(negotiated)
-        leg.negotiated = negotiated
+        if leg.negotiated is None:
+            negotiated = parse_answer(offer_sdp, response.body)
+            session.start(negotiated)
+            leg.negotiated = negotiated
         leg.state = LegState.ANSWERED
         leg.answered_at = time.time()
         return leg

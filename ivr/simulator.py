@@ -147,14 +147,29 @@ class _Timeline:
     """Received audio placed by RTP timestamp, anchored to the arrival time of each new stream (SSRC), so that
     lost packets leave gaps instead of shifting everything after them, and times match the digits' clock."""
 
-    def __init__(self, t0: float):
+    def __init__(self, t0: float | None):
         self.t0 = t0
         self.pieces: list[tuple[int, np.ndarray]] = []
         self._anchor: tuple[int, int, int] | None = None  # ssrc, rtp timestamp, sample position
-        self.last_sound = t0
+        self.last_sound = t0 or 0.0
         self.sound_seen = False
+        self.first_arrival: float | None = None
+        self._early: list[tuple[RtpPacket, np.ndarray, float]] = []
+
+    def set_t0(self, t0: float) -> None:
+        """Packets heard before the answer was known are placed now."""
+        self.t0 = t0
+        self.last_sound = max(self.last_sound, t0)
+        early, self._early = self._early, []
+        for pkt, pcm, now in early:
+            self.add(pkt, pcm, now)
 
     def add(self, pkt: RtpPacket, pcm: np.ndarray, now: float) -> None:
+        if self.first_arrival is None:
+            self.first_arrival = now
+        if self.t0 is None:
+            self._early.append((pkt, pcm, now))
+            return
         arrival_pos = round((now - self.t0) * RATE)
         pos = None
         if self._anchor is not None and self._anchor[0] == pkt.ssrc:
@@ -292,20 +307,27 @@ class SimulatedCall:
         await self._sip.start()
         started = time.monotonic()
         from_uri = f"sip:{self.caller}@{_uri_host(local_ip)}"
+        timeline = _Timeline(None)
+
+        def listen(session) -> None:
+            session.add_audio_listener(
+                lambda _s, pkt, pcm: timeline.add(pkt, pcm, time.monotonic()) if pcm is not None else None)
+
         try:
             self.leg = await self._manager.originate(
                 f"sip:{self.dialed}@{_uri_host(self.host)}:{self.port}", from_uri,
-                headers=[("P-Asserted-Identity", f"<{from_uri}>")], ring_timeout=self.ring_timeout)
+                headers=[("P-Asserted-Identity", f"<{from_uri}>")], ring_timeout=self.ring_timeout,
+                on_session=listen)
         except OriginateFailed as exc:
             self.result.status, self.result.reason = exc.status, exc.reason
             log.info("simulated call to %s failed: %s %s", self.dialed, exc.status, exc.reason)
             return False
-        self._answered_at = time.monotonic()
+        # answered when originate returned, or when the first packet came if that was earlier
+        self._answered_at = min(time.monotonic(), timeline.first_arrival or float("inf"))
         self.result.answered, self.result.status, self.result.reason = True, 200, "OK"
         self.result.setup_seconds = round(self._answered_at - started, 3)
-        timeline = self._timeline = _Timeline(self._answered_at)
-        self.leg.session.add_audio_listener(
-            lambda _s, pkt, pcm: timeline.add(pkt, pcm, time.monotonic()) if pcm is not None else None)
+        timeline.set_t0(self._answered_at)
+        self._timeline = timeline
         return True
 
     async def close(self) -> SimulationResult:
